@@ -1,0 +1,133 @@
+"""300-W `.pts` folders: one file per face, image beside it, 1-based coordinates on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from auditor.atomic import atomic_write_text
+from auditor.dataset import MISSING, VISIBLE, Dataset
+from auditor.errors import InputError
+from auditor.io import find_image_beside, link_image_files, parse_float, relative_image_path
+from auditor.schemes import LandmarkScheme, infer_scheme
+
+
+def parse_pts(path: Path, text: str | None = None) -> np.ndarray:
+    """(K, 2) 0-based points of one `.pts` file; an InputError naming the line on any defect."""
+    try:
+        text = path.read_text(encoding="utf-8") if text is None else text
+    except UnicodeDecodeError:
+        raise InputError("not a text file (expected a 300-W .pts file)", path=path) from None
+    n_points, points, opened, closed = None, [], None, False
+    lines = text.splitlines()
+    for lineno, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if closed:
+            raise InputError(f"unexpected text after the closing brace: {line[:40]!r}", path=path, line=lineno)
+        if opened is None:
+            key, sep, value = line.partition(":")
+            if line == "{":
+                if n_points is None:
+                    raise InputError("'{' before the 'n_points:' header", path=path, line=lineno)
+                opened = lineno
+            elif sep and key.strip() == "n_points":
+                try:
+                    n_points = int(value.strip())
+                except ValueError:
+                    raise InputError(f"n_points must be an integer, got {value.strip()!r}", path=path,
+                                     line=lineno) from None
+                if n_points <= 0:
+                    raise InputError(f"n_points must be positive, got {n_points}", path=path, line=lineno)
+            elif sep and key.strip() == "version":
+                continue
+            else:
+                raise InputError(f"expected 'version:', 'n_points:' or '{{', got {line[:40]!r}", path=path,
+                                 line=lineno)
+            continue
+        if line == "}":
+            closed = True
+            continue
+        if "{" in line or "}" in line:
+            raise InputError("unbalanced braces: '{' or '}' inside the point list", path=path, line=lineno)
+        parts = line.split()
+        if len(parts) != 2:
+            raise InputError(f"expected two numbers 'x y', got {line[:40]!r}", path=path, line=lineno)
+        points.append([parse_float(parts[0], path=path, line=lineno, field="x"),
+                       parse_float(parts[1], path=path, line=lineno, field="y")])
+    if n_points is None:
+        raise InputError("missing the 'n_points:' header", path=path, line=1)
+    if opened is None:
+        raise InputError("unbalanced braces: no '{' opens the point list", path=path, line=len(lines))
+    if not closed:
+        raise InputError("unbalanced braces: the point list is not closed with '}'", path=path, line=len(lines))
+    if len(points) != n_points:
+        raise InputError(f"n_points says {n_points} but the list holds {len(points)} points", path=path,
+                         line=opened)
+    return np.asarray(points, dtype=np.float64) - 1.0
+
+
+def format_pts(xy: np.ndarray) -> str:
+    """The `.pts` text of (K, 2) 0-based points (written 1-based, shortest exact decimals)."""
+    rows = "".join(f"{float(x) + 1.0!r} {float(y) + 1.0!r}\n" for x, y in xy)
+    return f"version: 1\nn_points: {len(xy)}\n{{\n{rows}}}\n"
+
+
+def read(root: Path, *, scheme: LandmarkScheme | None, skip_bad: bool, images_root: Path | None) -> Dataset:
+    """Read every `.pts` below `root` (recursively, sorted) with the image beside each."""
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix.lower() == ".pts")
+    base = root.parent if root.is_file() else root
+    if not files:
+        raise InputError("empty folder: no .pts files below it", path=root)
+    ids, images, points, skipped = [], [], [], []
+    for f in files:
+        try:
+            xy = parse_pts(f)
+            if scheme is None:
+                scheme = infer_scheme(len(xy), source=str(f))
+            if len(xy) != scheme.num_points:
+                raise InputError(f"expected {scheme.num_points} points (scheme {scheme.name}), got {len(xy)}",
+                                 path=f, line=2)
+            search_dir = f if images_root is None else images_root / f.relative_to(base)
+            image = find_image_beside(search_dir)
+            if image is None:
+                raise InputError(f"missing image: no {f.stem}.png/.jpg/... beside the annotation", path=f)
+        except InputError as e:
+            if not skip_bad:
+                raise
+            skipped.append((str(f), e.message))
+            continue
+        ids.append(f.relative_to(base).with_suffix("").as_posix())
+        images.append(image)
+        points.append(xy)
+    if not points:
+        raise InputError(f"no valid .pts file ({len(skipped)} skipped)", path=root)
+    landmarks = np.stack(points)
+    return Dataset(base, ids, images, landmarks, np.full(landmarks.shape[:2], VISIBLE), scheme, skipped=skipped)
+
+
+def write(ds: Dataset, out: Path, *, link_images: bool = True) -> Path:
+    """Write one `.pts` per face under the folder `out`, images linked beside them."""
+    missing = np.flatnonzero((ds.visibility == MISSING).any(axis=1))
+    if len(missing):
+        raise InputError(f"the .pts format cannot hold missing points (face '{ds.image_ids[missing[0]]}' has some)")
+    out.mkdir(parents=True, exist_ok=True)
+    for i, image_id in enumerate(ds.image_ids):
+        pts_path = out / (image_id.replace("#", "_") + ".pts")
+        atomic_write_text(pts_path, format_pts(ds.landmarks[i]))
+        if link_images:
+            rel = relative_image_path(ds, i)
+            image_rel = Path(rel.name) if rel.is_absolute() else rel
+            if image_rel.parent != Path(image_id).parent or not _stem_matches(image_rel.stem, pts_path.stem):
+                raise InputError(f"face '{image_id}': the .pts format needs its image beside it with the same stem, "
+                                 f"but the image is '{image_rel}'")
+    if link_images:
+        link_image_files(ds, out)
+    return out
+
+
+def _stem_matches(image_stem: str, pts_stem: str) -> bool:
+    head, _, tail = pts_stem.rpartition("_")
+    return image_stem == pts_stem or (image_stem == head and tail.isdigit())
