@@ -62,10 +62,14 @@ def synth(
     n: Annotated[int, typer.Option("--n", min=1, help="Number of faces.")] = 400,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives byte-identical files.")] = 0,
     size: Annotated[int, typer.Option(min=64, help="Image side in pixels.")] = 256,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT/faces and OUT/truth if they exist.")] = False,
 ) -> None:
     """Render procedural faces with known true landmarks and human labels with planted noise."""
     from auditor.synth import generate
 
+    for name in ("faces", "truth"):
+        if (out / name).exists() and not force:
+            raise InputError(f"{name}/ exists; pass --force to replace it", path=out)
     generate(out, n=n, seed=seed, size=size)
     typer.echo(f"wrote {n} faces to {out / 'faces'} and the truth to {out / 'truth'}")
 
@@ -127,6 +131,51 @@ def plant_noise_cmd(
     typer.echo(f"planted into {len(ds)} faces: " + ", ".join(f"{k} {int(counts.get(k, 0))}" for k in
                                                               ("gross", "moderate", "off_contour", "swap")))
     typer.echo(f"noisy labels: {out / 'faces' / name}  truth + noise.csv: {out / 'truth'}")
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="The training dataset (any supported format).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The checkpoint to write (updated after every epoch).")],
+    preset: Annotated[str, typer.Option(help="Model and training preset: paper, cpu or tiny.")] = "cpu",
+    epochs: Annotated[int | None, typer.Option(help="Epochs of round 0, on the human labels.")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Semantic-alignment rounds (search, then train) after round "
+                                                    "0.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override any preset field, e.g. --set "
+                                                                  "stacks=1 --set lr=0.0005 (repeatable).")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ... (default: cuda when present).")] = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run saved in --out.")] = False,
+    format: FormatOpt = None,
+    scheme: SchemeOpt = None,
+    skip_bad: SkipBadOpt = False,
+    images_root: ImagesOpt = None,
+) -> None:
+    """Train a semantic-alignment model (stacked hourglass + GHCU); Ctrl-C leaves a resumable checkpoint."""
+    import torch
+
+    from auditor.model.presets import get_preset, parse_overrides
+    from auditor.train import train as run_training
+
+    overrides = parse_overrides(set_ or [])
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    if rounds is not None:
+        overrides["rounds"] = rounds
+    config = get_preset(preset, **overrides)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    ds = _read(data, format, scheme, skip_bad, images_root)
+    if resume and not out.is_file():
+        raise InputError("nothing to resume: the checkpoint does not exist", path=out)
+    if not resume and out.exists():
+        raise InputError("checkpoint exists; pass --resume to continue it or choose another --out", path=out)
+    try:
+        state = run_training(ds, config, out, device=device, resume=resume, log=typer.echo)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: the last finished epoch is saved in {out}; continue with --resume", err=True)
+        raise SystemExit(130) from None
+    shifts = [h["target_shift_px"] for h in state["history"] if h["stage"] == "search"]
+    typer.echo(f"saved {out}: {len(state['targets'])} target sets, target shifts per round (heatmap px): "
+               + (", ".join(f"{s:.3f}" for s in shifts) or "none"))
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections import Counter
 from pathlib import Path
 
 from auditor.dataset import Dataset
@@ -73,21 +74,27 @@ def write_dataset(ds: Dataset, out: str | Path, *, format: str, link_images: boo
 def relative_image_path(ds: Dataset, i: int) -> Path:
     """Face `i`'s image path relative to the dataset root (its absolute path when outside the root)."""
     p = ds.image_paths[i]
-    try:
-        return p.resolve().relative_to(ds.root.resolve())
-    except ValueError:
-        return p.resolve()
+    # Lexical first: an image that is a symlink (e.g. linked by a writer) keeps its place under the root.
+    for path, root in ((Path(os.path.abspath(p)), Path(os.path.abspath(ds.root))), (p.resolve(), ds.root.resolve())):
+        try:
+            return path.relative_to(root)
+        except ValueError:
+            continue
+    return p.resolve()
 
 
 def link_image_files(ds: Dataset, out_dir: Path) -> list[Path]:
     """Symlink each image of `ds` into `out_dir` at its path relative to the root; returns those relative paths."""
-    rels = []
+    rels, linked = [], {}
     for i in range(len(ds)):
         rel = relative_image_path(ds, i)
         if rel.is_absolute():
             rel = Path(rel.name)
         target = out_dir / rel
         src = ds.image_paths[i].resolve()
+        if linked.setdefault(rel, src) != src:
+            raise InputError(f"two images outside the dataset root would both be linked as '{rel}': "
+                             f"{linked[rel]} and {src}", path=out_dir)
         if not (target.exists() and target.resolve() == src):
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.is_symlink() or target.exists():
@@ -120,3 +127,54 @@ def parse_float(text: str, *, path: Path, line: int | None = None, field: str | 
     if value != value or value in (float("inf"), float("-inf")):
         raise InputError(f"expected a finite number, got {text!r}", path=path, line=line, field=field)
     return value
+
+
+def face_ids(image_rels: list[str]) -> list[str]:
+    """Face ids from their images' paths as written: the path without extension, `#i` (0-based, in order) appended
+    when one image holds several faces."""
+    per_image = Counter(image_rels)
+    seen: Counter[str] = Counter()
+    ids = []
+    for rel in image_rels:
+        stem = Path(rel).with_suffix("").as_posix()
+        ids.append(f"{stem}#{seen[rel]}" if per_image[rel] > 1 else stem)
+        seen[rel] += 1
+    return ids
+
+
+def where(path: Path, line: int | None = None, field: str | None = None) -> str:
+    """`path:line [field]`, the place an InputError names, for `Dataset.skipped`."""
+    return f"{path}" + ("" if line is None else f":{line}") + ("" if field is None else f" [{field}]")
+
+
+def unique_face_ids(image_rels: list[str], path: Path, places: list[tuple[int | None, str | None]], *,
+                    skip_bad: bool, skipped: list[tuple[str, str]]) -> list[str | None]:
+    """`face_ids`, None for a face whose id repeats an earlier one (skipped and recorded when `skip_bad`).
+
+    `places` holds each face's (line, field) in the file at `path`, for the error.
+    """
+    keep = list(range(len(image_rels)))
+    while True:
+        ids = face_ids([image_rels[i] for i in keep])
+        first: dict[str, int] = {}
+        dup = next((j for j, image_id in enumerate(ids) if first.setdefault(image_id, j) != j), None)
+        if dup is None:
+            break
+        line, field = places[keep[dup]]
+        message = f"duplicate image id '{ids[dup]}' (first at {where(path, *places[keep[first[ids[dup]]]])})"
+        if not skip_bad:
+            raise InputError(message, path=path, line=line, field=field)
+        skipped.append((where(path, line, field), message))
+        del keep[dup]
+    out: list[str | None] = [None] * len(image_rels)
+    for i, image_id in zip(keep, ids, strict=True):
+        out[i] = image_id
+    return out
+
+
+def image_refs(ds: Dataset, out_dir: Path, *, link_images: bool) -> list[str]:
+    """Each face's image path as an annotation file in `out_dir` should name it: the linked copy's path relative to
+    `out_dir` when `link_images`, else the image's own path relative to `out_dir`."""
+    if link_images:
+        return [p.as_posix() for p in link_image_files(ds, out_dir)]
+    return [Path(os.path.relpath(p.absolute(), out_dir.absolute())).as_posix() for p in ds.image_paths]
