@@ -169,7 +169,7 @@ def train(
     if not resume and out.exists():
         raise InputError("checkpoint exists; pass --resume to continue it or choose another --out", path=out)
     try:
-        state = run_training(ds, config, out, device=device, resume=resume, log=typer.echo)
+        _, state = run_training(ds, config, out, device=device, resume=resume, log=typer.echo)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: the last finished epoch is saved in {out}; continue with --resume", err=True)
         raise SystemExit(130) from None

@@ -1,0 +1,100 @@
+"""Presets: frozen configs for the network and its training, selectable by name, overridable field by field."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from auditor.errors import InputError
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that shapes a model and its training; a checkpoint stores it whole."""
+
+    name: str = "cpu"
+    # network
+    stacks: int = 2
+    channels: int = 64
+    input_size: int = 128
+    heatmap_size: int = 64
+    depth: int = 4  # hourglass down-sampling levels: 64 -> 4 px at the bottom
+    ghcu_channels: int = 32
+    sigma: float = 1.5  # Gaussian target, heatmap px
+    # training
+    batch_size: int = 16
+    lr: float = 1e-3
+    epochs: int = 30  # round 0, on the human labels
+    rounds: int = 2  # semantic-alignment rounds after round 0
+    round_epochs: int = 6  # epochs of training on each round's searched targets
+    round_tolerance: float = 0.05  # stop early when targets move less than this (mean, heatmap px)
+    ghcu_epochs: int = 10
+    ghcu_drop: float = 0.15  # fraction of input heatmaps zeroed while training the GHCU
+    ghcu_shift: float = 0.15  # fraction of input heatmaps displaced while training the GHCU
+    # augmentation
+    rotate_deg: float = 20.0
+    scale_jitter: float = 0.15
+    shift_jitter: float = 0.08  # fraction of the crop side
+    flip: bool = True
+    colour_jitter: float = 0.3
+    blur: float = 0.3  # probability of a Gaussian blur
+    workers: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.input_size % self.heatmap_size or self.input_size // self.heatmap_size not in (1, 2, 4):
+            raise InputError(f"input_size ({self.input_size}) must be 1, 2 or 4 times heatmap_size "
+                             f"({self.heatmap_size})", field="input_size")
+        if self.heatmap_size % (2**self.depth):
+            raise InputError(f"heatmap_size ({self.heatmap_size}) must be divisible by 2**depth ({2**self.depth})",
+                             field="depth")
+        for name in ("stacks", "channels", "depth", "ghcu_channels", "batch_size", "epochs"):
+            if getattr(self, name) < (0 if name == "epochs" else 1):
+                raise InputError(f"{name} must be positive, got {getattr(self, name)}", field=name)
+
+
+PRESETS: dict[str, Config] = {
+    "paper": Config(name="paper", stacks=4, channels=256, input_size=256, ghcu_channels=64, batch_size=16,
+                    epochs=60, rounds=3, round_epochs=10, ghcu_epochs=20),
+    "cpu": Config(),
+    "tiny": Config(name="tiny", stacks=1, channels=16, input_size=64, heatmap_size=32, depth=3, ghcu_channels=8,
+                   batch_size=4, epochs=1, rounds=1, round_epochs=1, ghcu_epochs=1, rotate_deg=10.0),
+}
+
+
+def get_preset(name: str, **overrides: object) -> Config:
+    """The named preset with some fields replaced; string values (from the CLI) are converted to the field's type."""
+    if name not in PRESETS:
+        raise InputError(f"unknown preset '{name}': expected one of {', '.join(PRESETS)}")
+    base = PRESETS[name]
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    values = {}
+    for key, value in overrides.items():
+        if key not in fields:
+            raise InputError(f"unknown config field '{key}': expected one of {', '.join(fields)}")
+        values[key] = _convert(key, value, type(getattr(base, key)))
+    return dataclasses.replace(base, **values)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """`["stacks=1", "lr=0.01"]` -> {"stacks": "1", "lr": "0.01"}."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"expected FIELD=VALUE, got {pair!r}", field="--set")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _convert(key: str, value: object, kind: type) -> object:
+    if not isinstance(value, str):
+        return value
+    try:
+        if kind is bool:
+            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("1", "true", "yes")
+        return kind(value)
+    except ValueError:
+        raise InputError(f"expected a {kind.__name__} for '{key}', got {value!r}", field=key) from None

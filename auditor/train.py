@@ -1,0 +1,306 @@
+"""Semantic-alignment training: round 0 on the human labels, then rounds of search -> train, then the GHCU.
+
+Round r >= 1 fixes the network, searches targets y^r around the human labels o (window and
+prior always centred on o, DESIGN.md section 2), then trains on y^r. Every round's targets are
+kept in the checkpoint: they are the audit trail. A checkpoint is written after every epoch, so
+an interrupted run resumes from the last finished epoch and ends with the same weights.
+Under `torchrun` the same code trains with DistributedDataParallel and shards the search.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from auditor.augment import FaceCrops, face_squares
+from auditor.checkpoint import dataset_fingerprint, load_checkpoint, save_checkpoint
+from auditor.dataset import Dataset
+from auditor.errors import InputError
+from auditor.geometry import apply_affine
+from auditor.heatmaps import encode
+from auditor.inference import iterate_heatmaps
+from auditor.model import Config, LandmarkModel
+from auditor.search import SearchConfig, search
+
+
+def heatmap_loss(predicted: torch.Tensor, targets_hm: torch.Tensor, sigma: float) -> torch.Tensor:
+    """MSE of heatmaps (B, S, K, R, R) or (B, K, R, R) against Gaussians at targets (B, K, 2); NaN targets skipped."""
+    target_maps = encode(targets_hm, predicted.shape[-1], sigma)  # (B, K, R, R)
+    valid = torch.isfinite(targets_hm).all(-1).to(predicted.dtype)  # (B, K)
+    if predicted.ndim == 5:
+        target_maps, valid = target_maps[:, None], valid[:, None]
+    per_map = ((predicted - target_maps) ** 2).mean(dim=(-1, -2))
+    return (per_map * valid).sum() / valid.expand_as(per_map).sum().clamp_min(1.0)
+
+
+def perturb_heatmaps(heatmaps: torch.Tensor, generator: torch.Generator, *, drop: float, shift: float,
+                     max_shift_px: float) -> torch.Tensor:
+    """Heatmaps (B, K, R, R) with a fraction `drop` zeroed and a fraction `shift` displaced, for GHCU training."""
+    b, k, r, _ = heatmaps.shape
+    u = torch.rand(b, k, generator=generator)
+    keep = (u >= drop).to(heatmaps.dtype)
+    moved = (u >= drop) & (u < drop + shift)
+    offsets = (torch.rand(b, k, 2, generator=generator) * 2 - 1) * max_shift_px * moved[..., None]
+    theta = torch.zeros(b * k, 2, 3, dtype=heatmaps.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    theta[:, :, 2] = -offsets.reshape(-1, 2).to(heatmaps.dtype) * 2 / r  # grid units span 2 over R pixels
+    grid = F.affine_grid(theta.to(heatmaps.device), [b * k, 1, r, r], align_corners=False)
+    shifted = F.grid_sample(heatmaps.reshape(b * k, 1, r, r), grid, align_corners=False).reshape(b, k, r, r)
+    return shifted * keep[..., None, None]
+
+
+class _Distributed:
+    """Rank and world size under torchrun (1 process otherwise), and the collectives training needs."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.started_here = False
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            self.started_here = True
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        if self.world == 1:
+            return module
+        return torch.nn.parallel.DistributedDataParallel(module)
+
+    def gather_faces(self, values: np.ndarray, owned: np.ndarray) -> np.ndarray:
+        """Combine (N, K, 2) arrays where each rank filled only the faces it `owned` (N,)."""
+        if self.world == 1:
+            return values
+        t = torch.from_numpy(np.where(owned[:, None, None], np.nan_to_num(values), 0.0))
+        nan = torch.from_numpy((owned[:, None, None] & np.isnan(values)).astype(np.float64))
+        dist.all_reduce(t)
+        dist.all_reduce(nan)
+        return np.where(nan.numpy() > 0, np.nan, t.numpy())
+
+    def average_buffers(self, module: torch.nn.Module) -> None:
+        """Average the floating-point buffers (BatchNorm running statistics) over the ranks.
+
+        DDP broadcasts buffers before each forward, but the forward then updates them from the local
+        batch: without this the ranks end every epoch with different statistics, and their shards of
+        the search would run different models.
+        """
+        if self.world == 1:
+            return
+        for buffer in module.buffers():
+            if buffer.is_floating_point():
+                dist.all_reduce(buffer)
+                buffer /= self.world
+
+    def weight_hashes(self, module: torch.nn.Module) -> list[str]:
+        """A hash of `module`'s weights on every rank (rank 0 first): equal when the ranks agree."""
+        digest = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in module.state_dict().values()))
+        mine = digest.hexdigest()[:16]
+        if self.world == 1:
+            return [mine]
+        hashes: list[str | None] = [None] * self.world
+        dist.all_gather_object(hashes, mine)
+        return [str(h) for h in hashes]
+
+    def mean(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t)
+        return float(t.item() / self.world)
+
+    def close(self) -> None:
+        if self.started_here:
+            dist.destroy_process_group()
+
+
+def search_targets(model: LandmarkModel, ds: Dataset, search_config: SearchConfig, *, device: torch.device,
+                   batch_size: int, shard: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, np.ndarray]:
+    """Searched targets (N, K, 2) in image pixels for this shard's faces (NaN elsewhere), and which faces (N,)."""
+    rank, world = shard
+    index = np.arange(len(ds))[rank::world]
+    out = np.full(ds.landmarks.shape, np.nan)
+    human = np.where(ds.labelled[..., None], ds.landmarks, np.nan)
+    for batch in iterate_heatmaps(model, ds, indices=index, batch_size=batch_size, device=device):
+        label_hm = apply_affine(batch.to_heatmap, human[batch.index])
+        labels = torch.from_numpy(label_hm).to(device=batch.stack_heatmaps.device, dtype=torch.float32)
+        result = search(batch.stack_heatmaps, labels, search_config)
+        searched = result.searched.double().cpu().numpy()
+        searched = np.where(result.valid.cpu().numpy()[..., None], searched, label_hm)
+        out[batch.index] = batch.to_image(searched)
+    owned = np.zeros(len(ds), dtype=bool)
+    owned[index] = True
+    return out, owned
+
+
+def target_shift_px(new: np.ndarray, old: np.ndarray, ds: Dataset, config: Config) -> float:
+    """Mean distance between two sets of targets (N, K, 2), in heatmap pixels."""
+    _, sides = face_squares(ds)
+    d = np.linalg.norm(new - old, axis=-1) * (config.heatmap_size / sides)[:, None]
+    return float(np.nanmean(d)) if np.isfinite(d).any() else 0.0
+
+
+def _loader(crops: FaceCrops, config: Config, epoch: int, dd: _Distributed) -> torch.utils.data.DataLoader:
+    crops.set_epoch(epoch)
+    if dd.world > 1:
+        sampler = torch.utils.data.DistributedSampler(crops, num_replicas=dd.world, rank=dd.rank, shuffle=True,
+                                                      seed=config.seed)
+        sampler.set_epoch(epoch)
+    else:
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        sampler = torch.utils.data.RandomSampler(crops, generator=generator)
+    return torch.utils.data.DataLoader(crops, batch_size=config.batch_size, sampler=sampler,
+                                       num_workers=config.workers, drop_last=len(crops) > config.batch_size)
+
+
+def _fresh_state(ds: Dataset) -> dict[str, Any]:
+    return {"stage": "hourglass", "round": 0, "epoch": 0, "global_epoch": 0, "targets": [],
+            "image_ids": list(ds.image_ids), "dataset": dataset_fingerprint(ds.image_ids), "history": [],
+            "optimizer": None, "ghcu_optimizer": None}
+
+
+RoundHook = Callable[[int, LandmarkModel], None]
+
+
+def train(ds: Dataset, config: Config, out: str | Path, *, device: str | torch.device = "cpu", resume: bool = False,
+          search_config: SearchConfig | None = None, align: bool = True, on_round_end: RoundHook | None = None,
+          progress: bool = True, log: Callable[[str], None] = print) -> tuple[LandmarkModel, dict[str, Any]]:
+    """Train a semantic-alignment model on `ds`, writing the checkpoint `out` after every epoch; returns it and
+    the training state (targets of every round, history).
+
+    `align=False` trains every round on the human labels instead of searched targets (the control a
+    benchmark compares against); `on_round_end(round, model)` is called after each round's training.
+    """
+    out, device = Path(out), torch.device(device)
+    dd = _Distributed(device)
+    try:
+        return _train(ds, config, out, device, resume, search_config or SearchConfig(), align, on_round_end,
+                      progress, log, dd)
+    finally:
+        dd.close()
+
+
+def _train(ds: Dataset, config: Config, out: Path, device: torch.device, resume: bool, search_config: SearchConfig,
+           align: bool, on_round_end: RoundHook | None, progress: bool, log: Callable[[str], None],
+           dd: _Distributed) -> tuple[LandmarkModel, dict[str, Any]]:
+    torch.manual_seed(config.seed)
+    if resume:
+        payload = load_checkpoint(out)
+        if payload["state"]["dataset"] != dataset_fingerprint(ds.image_ids):
+            raise InputError("this checkpoint was trained on another dataset (face ids differ)", path=out)
+        config = Config(**payload["config"])
+        state = payload["state"]
+        model = LandmarkModel(ds.num_points, config)
+        model.load_state_dict(payload["model"])
+        log(f"resuming {out}: stage {state['stage']}, round {state['round']}, epoch {state['epoch']}")
+    else:
+        state = _fresh_state(ds)
+        model = LandmarkModel(ds.num_points, config)
+    model.to(device)
+    optimiser = torch.optim.Adam(model.hourglass.parameters(), lr=config.lr)
+    ghcu_optimiser = torch.optim.Adam(model.ghcu.parameters(), lr=config.lr)
+    if state["optimizer"] is not None:
+        optimiser.load_state_dict(state["optimizer"])
+    if state["ghcu_optimizer"] is not None:
+        ghcu_optimiser.load_state_dict(state["ghcu_optimizer"])
+    hourglass, ghcu = dd.wrap(model.hourglass), dd.wrap(model.ghcu)
+    human = np.where(ds.labelled[..., None], ds.landmarks, np.nan)
+
+    def save() -> None:
+        # a finished model needs no optimiser state: it would triple the file
+        running = state["stage"] != "done"
+        state["optimizer"] = optimiser.state_dict() if running else None
+        state["ghcu_optimizer"] = ghcu_optimiser.state_dict() if running else None
+        if dd.main:
+            save_checkpoint(out, model=model, scheme=ds.scheme, state=state)
+
+    def run_epoch(stage: str, targets: np.ndarray, label: str) -> None:
+        crops = FaceCrops(ds, config, targets, augment=True, seed=config.seed)
+        loader = _loader(crops, config, state["global_epoch"], dd)
+        generator = torch.Generator().manual_seed(config.seed * 7919 + state["global_epoch"])
+        module, opt = (hourglass, optimiser) if stage == "hourglass" else (ghcu, ghcu_optimiser)
+        model.train()
+        if stage == "ghcu":
+            model.hourglass.eval()
+        losses, seen, start = [], 0, time.perf_counter()
+        bar = tqdm(loader, desc=label, disable=None if progress and dd.main else True, leave=False, unit="batch")
+        for images, targets_hm, _ in bar:
+            images, targets_hm = images.to(device), targets_hm.to(device)
+            if stage == "hourglass":
+                loss = heatmap_loss(module(images), targets_hm, config.sigma)
+            else:
+                with torch.no_grad():
+                    inputs = model.hourglass(images)[:, -1]
+                inputs = perturb_heatmaps(inputs, generator, drop=config.ghcu_drop, shift=config.ghcu_shift,
+                                          max_shift_px=config.heatmap_size / 8)
+                loss = heatmap_loss(module(inputs), targets_hm, config.sigma)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            seen += len(images)
+            bar.set_postfix(loss=f"{losses[-1]:.5f}")
+        elapsed = time.perf_counter() - start
+        dd.average_buffers(model)
+        entry = {"stage": stage, "round": state["round"], "epoch": state["epoch"] + 1,
+                 "loss": dd.mean(float(np.mean(losses)) if losses else math.nan),
+                 "images_per_s": dd.mean(seen / max(elapsed, 1e-9)) * dd.world}
+        state["history"].append(entry)
+        state["epoch"] += 1
+        state["global_epoch"] += 1
+        if dd.main:
+            log(f"{label} epoch {entry['epoch']}: loss {entry['loss']:.5f}, {entry['images_per_s']:.1f} img/s")
+
+    if not out.exists() or not resume:
+        save()
+    while state["stage"] != "done":
+        if state["stage"] == "hourglass":
+            r = state["round"]
+            if len(state["targets"]) <= r:
+                if r == 0 or not align:
+                    targets = human
+                else:
+                    found, owned = search_targets(model, ds, search_config, device=device,
+                                                  batch_size=config.batch_size * 2, shard=(dd.rank, dd.world))
+                    targets = dd.gather_faces(found, owned)
+                    shift = target_shift_px(targets, state["targets"][-1].numpy(), ds, config)
+                    state["history"].append({"stage": "search", "round": r, "target_shift_px": shift})
+                    if dd.main:
+                        log(f"round {r}: searched targets moved {shift:.3f} heatmap px on average")
+                state["targets"].append(torch.from_numpy(np.asarray(targets, dtype=np.float32)))
+                save()
+                if align and r >= 1 and state["history"][-1]["target_shift_px"] < config.round_tolerance:
+                    state["stage"], state["epoch"] = "ghcu", 0
+                    save()
+                    continue
+            epochs = config.epochs if r == 0 else config.round_epochs
+            while state["epoch"] < epochs:
+                run_epoch("hourglass", state["targets"][r].double().numpy(), f"round {r}")
+                save()
+            state["round"], state["epoch"] = r + 1, 0
+            if on_round_end is not None:
+                on_round_end(r, model)
+            if state["round"] > config.rounds:
+                state["stage"] = "ghcu"
+            save()
+        else:
+            while state["epoch"] < config.ghcu_epochs:
+                run_epoch("ghcu", state["targets"][-1].double().numpy(), "ghcu")
+                save()
+            state["stage"] = "done"
+            state["rank_weight_hashes"] = dd.weight_hashes(model)
+            save()
+    return model, state
+

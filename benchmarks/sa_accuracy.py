@@ -1,0 +1,188 @@
+"""Semantic-alignment accuracy on data with known truth, training speed per preset, and NME on real LFPW.
+
+    python benchmarks/sa_accuracy.py                 # synthetic 600 / 200 faces + LFPW 2-fold, cpu preset
+    python benchmarks/sa_accuracy.py --quick         # a smoke run: tiny preset, few faces, minutes
+
+Rows (synthetic test faces, never trained on):
+- baseline: the network after round 0 (human labels only), last-stack heatmaps;
+- control: the same network trained on the human labels for as many epochs as SA gets (a fair baseline);
+- SA: after the semantic-alignment rounds, last-stack heatmaps;
+- SA + GHCU: the GHCU output of the final model.
+Columns: NME vs truth and vs the human labels on the test faces, and the mean error vs truth of the
+training targets on contour points relative to that of the human labels (< 1: the search moved the
+targets toward the truth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from auditor.dataset import Dataset
+from auditor.inference import predict
+from auditor.io import read_dataset
+from auditor.metrics import auc, failure_rate, nme
+from auditor.model import LandmarkModel, get_preset
+from auditor.synth import generate
+from auditor.train import train
+
+LFPW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfpw"
+
+
+class _Stop(Exception):
+    """Raised by a round hook to end a control run before its GHCU stage."""
+
+
+def face_nme(pred: np.ndarray, ref: Dataset) -> np.ndarray:
+    """(N,) NME of predictions against the landmarks of `ref`."""
+    return nme(pred, ref.landmarks, ref.normaliser())
+
+
+def contour_target_ratio(targets: np.ndarray, human: Dataset, truth: Dataset) -> float:
+    """Mean error vs truth of `targets` on contour points over that of the human labels."""
+    mask = human.scheme.contour_mask
+    err_t = np.linalg.norm(targets - truth.landmarks, axis=-1)[:, mask]
+    err_h = np.linalg.norm(human.landmarks - truth.landmarks, axis=-1)[:, mask]
+    return float(np.nanmean(err_t) / np.nanmean(err_h))
+
+
+def preset_speed(name: str, num_points: int, steps: int) -> float:
+    """Training images/s of a preset's forward + backward + Adam step on random images (no data loading)."""
+    config = get_preset(name)
+    model = LandmarkModel(num_points, config)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    images = torch.randn(config.batch_size, 3, config.input_size, config.input_size)
+    start = None
+    for step in range(steps + 1):
+        if step == 1:
+            start = time.perf_counter()
+        stacks, corrected = model(images)
+        loss = stacks.square().mean() + corrected.square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return steps * config.batch_size / (time.perf_counter() - start)
+
+
+def synthetic(args: argparse.Namespace, work: Path) -> dict[str, float]:
+    generate(work / "train", n=args.train, seed=args.seed, size=256)
+    generate(work / "test", n=args.test, seed=args.seed + 1, size=256)
+    human, truth = read_dataset(work / "train" / "faces"), read_dataset(work / "train" / "truth")
+    test_human, test_truth = read_dataset(work / "test" / "faces"), read_dataset(work / "test" / "truth")
+    config = get_preset(args.preset, **dict(kv.split("=", 1) for kv in args.set))
+    preds: dict[str, np.ndarray] = {}
+
+    def sa_hook(r: int, model: LandmarkModel) -> None:
+        if r == 0:
+            preds["baseline"] = predict(model, test_human, use_ghcu=False)
+            shutil.copy(work / "sa.pt", work / "control.pt")
+        if r == config.rounds:
+            preds["SA"] = predict(model, test_human, use_ghcu=False)
+
+    def control_hook(r: int, model: LandmarkModel) -> None:
+        if r == config.rounds:
+            preds["control"] = predict(model, test_human, use_ghcu=False)
+            raise _Stop
+
+    start = time.perf_counter()
+    model, state = train(human, config, work / "sa.pt", align=True, on_round_end=sa_hook, progress=args.progress,
+                         log=print)
+    sa_minutes = (time.perf_counter() - start) / 60
+    preds["SA + GHCU"] = predict(model, test_human, use_ghcu=True)
+    try:
+        train(human, config, work / "control.pt", resume=True, align=False, on_round_end=control_hook,
+              progress=args.progress, log=print)
+    except _Stop:
+        pass
+    ratio = contour_target_ratio(state["targets"][-1].double().numpy(), human, truth)
+    rows = [("baseline", "baseline (round 0)", 1.0), ("control", "control (human labels, same epochs)", 1.0),
+            ("SA", "SA", ratio), ("SA + GHCU", "SA + GHCU", ratio)]
+    print(f"\n### Synthetic: {args.train} train / {args.test} test faces, preset {config.name}, "
+          f"{config.epochs} + {config.rounds} x {config.round_epochs} epochs, GHCU {config.ghcu_epochs}; "
+          f"SA training took {sa_minutes:.1f} min\n")
+    print("| model | NME vs truth (test) | NME vs human (test) | contour target error / human's (train) |")
+    print("|---|---|---|---|")
+    nme_truth = {}
+    for key, name, r in rows:
+        nme_truth[key] = np.nanmean(face_nme(preds[key], test_truth))
+        print(f"| {name} | {nme_truth[key]:.4f} | {np.nanmean(face_nme(preds[key], test_human)):.4f} | {r:.3f} |")
+    shifts = [h["target_shift_px"] for h in state["history"] if h["stage"] == "search"]
+    print(f"\nsearched targets moved per round (heatmap px): {', '.join(f'{s:.3f}' for s in shifts)}")
+    rates = [h["images_per_s"] for h in state["history"] if h["stage"] == "hourglass"]
+    return {"baseline_nme": nme_truth["baseline"], "control_nme": nme_truth["control"], "sa_nme": nme_truth["SA"],
+            "sa_ghcu_nme": nme_truth["SA + GHCU"], "ghcu_vs_baseline": nme_truth["SA + GHCU"] / nme_truth["baseline"],
+            "ghcu_vs_control": nme_truth["SA + GHCU"] / nme_truth["control"],
+            "contour_target_ratio": ratio, "train_img_per_s": float(np.median(rates)), "sa_minutes": sa_minutes}
+
+
+def lfpw(args: argparse.Namespace, work: Path) -> dict[str, float]:
+    ds = read_dataset(LFPW)
+    folds = np.array_split(np.random.default_rng(args.seed).permutation(len(ds)), args.folds)
+    config = get_preset(args.preset, **dict(kv.split("=", 1) for kv in args.set))
+    all_nme = np.full(len(ds), np.nan)
+    print(f"\n### LFPW (160 real faces, 300-W labels), {args.folds}-fold cross-validation, preset {config.name}\n")
+    print("| fold | train faces | test faces | NME vs human (GHCU) | NME vs human (last stack) | FR@0.10 | AUC@0.10 |")
+    print("|---|---|---|---|---|---|---|")
+    for f, test_idx in enumerate(folds):
+        train_idx = np.setdiff1d(np.arange(len(ds)), test_idx)
+        model, _ = train(ds.subset(train_idx), config, work / f"lfpw_{f}.pt", progress=args.progress, log=print)
+        test = ds.subset(test_idx)
+        e = face_nme(predict(model, test), test)
+        e_stack = face_nme(predict(model, test, use_ghcu=False), test)
+        all_nme[test_idx] = e
+        print(f"| {f} | {len(train_idx)} | {len(test_idx)} | {np.mean(e):.4f} | {np.mean(e_stack):.4f} | "
+              f"{failure_rate(e, 0.10):.3f} | {auc(e, 0.10):.3f} |")
+    print(f"| all | | {len(ds)} | {np.mean(all_nme):.4f} | | {failure_rate(all_nme, 0.10):.3f} | "
+          f"{auc(all_nme, 0.10):.3f} |")
+    return {"lfpw_nme": float(np.mean(all_nme)), "lfpw_fr10": failure_rate(all_nme, 0.10)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train", type=int, default=600, help="synthetic training faces")
+    parser.add_argument("--test", type=int, default=200, help="synthetic test faces")
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--set", action="append", default=[], help="override a preset field, FIELD=VALUE")
+    parser.add_argument("--folds", type=int, default=2, help="LFPW cross-validation folds (0: skip LFPW)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--speed-steps", type=int, default=3, help="timed training steps per preset")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the data and checkpoints here")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: tiny preset, 40 / 20 faces")
+    parser.add_argument("--progress", action="store_true", help="show progress bars")
+    args = parser.parse_args()
+    if args.quick:
+        args.train, args.test, args.preset, args.speed_steps = 40, 20, "tiny", 1
+        args.set = ["epochs=2", "round_epochs=1", "ghcu_epochs=1", *args.set]
+    torch.manual_seed(0)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="sa_accuracy_"))
+    work.mkdir(parents=True, exist_ok=True)
+    results = synthetic(args, work)
+    if args.folds > 1 and LFPW.is_dir():
+        results.update(lfpw(args, work))
+    print(f"\n### Training speed on this machine ({torch.get_num_threads()} threads), model step only, "
+          "random images\n")
+    print("| preset | batch | input px | images/s |")
+    print("|---|---|---|---|")
+    for name in ("tiny", "cpu", "paper"):
+        speed = preset_speed(name, 68, args.speed_steps)
+        c = get_preset(name)
+        print(f"| {name} | {c.batch_size} | {c.input_size} | {speed:.1f} |")
+        results[f"{name}_step_img_per_s"] = speed
+    print(f"| {args.preset}, end to end (data loading and augmentation included) | | | "
+          f"{results['train_img_per_s']:.1f} |")
+    if args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    print()
+    print(" ".join(f"{k}={v:.4f}" for k, v in results.items()))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

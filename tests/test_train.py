@@ -1,0 +1,111 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from auditor.checkpoint import load_checkpoint
+from auditor.heatmaps import decode, encode
+from auditor.io import read_dataset
+from auditor.model import get_preset
+from auditor.synth import generate
+from auditor.train import heatmap_loss, perturb_heatmaps, train
+
+TINY = dict(epochs=1, rounds=2, round_epochs=1, ghcu_epochs=1, batch_size=4, round_tolerance=0.0)
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, n=8, seed=11, size=96)
+    return root / "faces"
+
+
+def test_heatmap_loss_is_zero_on_targets_and_skips_missing():
+    xy = torch.tensor([[[5.0, 6.0], [float("nan"), 1.0], [10.0, 3.0]]])
+    perfect = encode(xy, 16)
+    assert heatmap_loss(perfect, xy, 1.5) == 0
+    wrong = perfect.clone()
+    wrong[0, 1] = 7.0  # the missing point's map is not judged
+    assert heatmap_loss(wrong, xy, 1.5) == 0
+    wrong[0, 0] = 0.0
+    assert heatmap_loss(wrong, xy, 1.5) > 0
+    assert heatmap_loss(torch.stack([perfect, wrong], 1), xy, 1.5) == pytest.approx(heatmap_loss(wrong, xy, 1.5) / 2)
+
+
+def test_perturb_drops_and_shifts():
+    xy = torch.full((64, 1, 2), 16.0)
+    maps = encode(xy, 32)
+    g = torch.Generator().manual_seed(0)
+    assert perturb_heatmaps(maps, g, drop=1.0, shift=0.0, max_shift_px=4).abs().sum() == 0
+    assert torch.allclose(perturb_heatmaps(maps, g, drop=0.0, shift=0.0, max_shift_px=4), maps, atol=1e-6)
+    moved, _ = decode(perturb_heatmaps(maps, g, drop=0.0, shift=1.0, max_shift_px=4))
+    d = (moved - xy).abs()
+    assert d.max() <= 4.05 and d.mean() > 0.5
+
+
+def test_train_tiny_end_to_end(faces, tmp_path):
+    ds = read_dataset(faces)
+    model, state = train(ds, get_preset("tiny", **TINY), tmp_path / "m.pt", progress=False, log=lambda _: None)
+    assert state["stage"] == "done" and len(state["targets"]) == 3
+    assert [h["round"] for h in state["history"] if h["stage"] == "search"] == [1, 2]
+    assert torch.equal(state["targets"][0], torch.from_numpy(ds.landmarks.astype(np.float32)))
+    searched = state["targets"][1].numpy()
+    # the search stays in its window around the human label: 8 heatmap px at most (R = 32 here: 4 px)
+    sides = np.max(ds.landmarks.max(1) - ds.landmarks.min(1), axis=1) * 1.25
+    assert (np.linalg.norm(searched - ds.landmarks, axis=-1) <= (4 * np.sqrt(2) + 1) * sides[:, None] / 32).all()
+    payload = load_checkpoint(tmp_path / "m.pt")
+    assert payload["state"]["stage"] == "done" and len(payload["state"]["rank_weight_hashes"]) == 1
+    assert [h["stage"] for h in payload["state"]["history"]].count("ghcu") == 1
+
+
+def test_interrupted_training_resumes_exactly(faces, tmp_path):
+    ds = read_dataset(faces)
+    config = get_preset("tiny", **TINY)
+    full, _ = train(ds, config, tmp_path / "full.pt", progress=False, log=lambda _: None)
+    epochs_seen = []
+
+    def interrupt_on_third_epoch(message: str) -> None:
+        if "epoch" in message:
+            epochs_seen.append(message)
+            if len(epochs_seen) == 3:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(ds, config, tmp_path / "cut.pt", progress=False, log=interrupt_on_third_epoch)
+    assert load_checkpoint(tmp_path / "cut.pt")["state"]["stage"] == "hourglass"
+    resumed, state = train(ds, config, tmp_path / "cut.pt", resume=True, progress=False, log=lambda _: None)
+    assert state["stage"] == "done"
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def auditor(*args):
+    return subprocess.run([sys.executable, "-m", "auditor.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_cli_train_guards(faces, tmp_path):
+    r = auditor("train", faces, "--out", tmp_path / "none.pt", "--resume", "--preset", "tiny")
+    assert r.returncode == 2 and "nothing to resume" in r.stderr
+    (tmp_path / "exists.pt").write_bytes(b"x")
+    r = auditor("train", faces, "--out", tmp_path / "exists.pt", "--preset", "tiny")
+    assert r.returncode == 2 and "pass --resume" in r.stderr
+    r = auditor("train", faces, "--out", tmp_path / "m.pt", "--preset", "tiny", "--set", "stacks=x")
+    assert r.returncode == 2 and "stacks" in r.stderr
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_hold_the_same_weights(faces, tmp_path):
+    out = tmp_path / "ddp.pt"
+    sets = [f"--set={k}={v}" for k, v in TINY.items()]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "-m", "auditor.cli", "train", str(faces), "--out", str(out), "--preset", "tiny",
+                        "--device", "cpu", *sets], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    state = load_checkpoint(out)["state"]
+    hashes = state["rank_weight_hashes"]
+    assert len(hashes) == 2 and hashes[0] == hashes[1]
+    assert state["stage"] == "done" and len(state["targets"]) == 3
+    assert np.isfinite(state["targets"][-1].numpy()).all()  # every face's target gathered from its shard
