@@ -10,7 +10,7 @@ from auditor.heatmaps import decode, encode
 from auditor.io import read_dataset
 from auditor.model import get_preset
 from auditor.synth import generate
-from auditor.train import heatmap_loss, perturb_heatmaps, train
+from auditor.train import heatmap_loss, learning_rate, perturb_heatmaps, train
 
 TINY = dict(epochs=1, rounds=2, round_epochs=1, ghcu_epochs=1, batch_size=4, round_tolerance=0.0)
 
@@ -32,6 +32,24 @@ def test_heatmap_loss_is_zero_on_targets_and_skips_missing():
     wrong[0, 0] = 0.0
     assert heatmap_loss(wrong, xy, 1.5) > 0
     assert heatmap_loss(torch.stack([perfect, wrong], 1), xy, 1.5) == pytest.approx(heatmap_loss(wrong, xy, 1.5) / 2)
+
+
+def test_foreground_weight_keeps_the_optimum_and_favours_the_peak():
+    xy = torch.tensor([[[8.0, 8.0]]])
+    perfect = encode(xy, 16)
+    assert heatmap_loss(perfect, xy, 1.5, 100.0) == 0
+    blank = torch.zeros_like(perfect)
+    ratio = heatmap_loss(blank, xy, 1.5, 100.0) / heatmap_loss(blank, xy, 1.5)
+    assert ratio > 30  # missing the peak costs far more than with plain MSE
+
+
+def test_learning_rate_schedule():
+    c = get_preset("cpu")
+    round0 = [learning_rate(c, "hourglass", 0, e) for e in range(c.epochs)]
+    assert round0[0] == pytest.approx(c.lr) and round0[-1] == pytest.approx(c.lr / 10)
+    assert all(a >= b for a, b in zip(round0[:-1], round0[1:], strict=True))
+    assert learning_rate(c, "hourglass", 1, 0) == learning_rate(c, "hourglass", 2, 5) == pytest.approx(c.lr / 10)
+    assert learning_rate(c, "ghcu", 3, 0) == pytest.approx(c.lr)
 
 
 def test_perturb_drops_and_shifts():

@@ -24,6 +24,7 @@ class Config:
     # training
     batch_size: int = 16
     lr: float = 1e-3
+    foreground_weight: float = 100.0  # loss weight of a pixel: 1 + foreground_weight * target
     epochs: int = 30  # round 0, on the human labels
     rounds: int = 2  # semantic-alignment rounds after round 0
     round_epochs: int = 6  # epochs of training on each round's searched targets
