@@ -62,14 +62,21 @@ class SearchConfig:
 
     Defaults, at R = 64 (lengths scale with R / 64 when left as None):
     - `half_width` h = 8: the paper's 17×17 window.
-    - `prior_sigma` σ_p = 3: the window edge (8 px) is 2.7 σ_p, so the window holds the prior's mass,
-      and a candidate at the edge pays 3.6 in log-prior.
-    - `temperature` τ = 1: the two terms have comparable scale. Near a sharp Gaussian of the training σ,
-      D ≈ |y - peak|² / σ², so the likelihood's curvature (2 / σ² τ ≈ 0.9) is 8 times the prior's
-      (1 / σ_p² ≈ 0.11): a crisp peak at distance d from the label is found pulled about d / 10 toward
-      the label (measured: 0.19 px at d = 2, 0.39 px at d = 4). Along a flat hat (a ridge), D changes by
-      a few units over the window, the same order as the prior's range, so the prior decides how far a
-      label slides along the ridge.
+    - `similarity` chi2 (the paper's): only chi2 pulls a label that lies off a ridge (a flat hat) back
+      onto it; ncc's distance is bounded and too flat across a ridge (a label 2.5 px off a ridge stays
+      0.9 px off it with ncc even at σ_p = 3, 0.15 px with chi2 at σ_p = 2), and that pull is what
+      corrects off-contour labels. benchmarks/README.md compares both.
+    - `prior_sigma` σ_p = 2: the scale of what annotators do to a label (contour slides of about 3 % of
+      the inter-ocular distance, 0.9 px at R = 64 on a face crop; off-contour shifts of 1-2 px), and the
+      smallest σ_p that still puts a label 2.5 px off a ridge onto it. A tighter prior trusts the label
+      more: measured with a model trained for 30 epochs on the 400 sample faces, whose own error is
+      as large as the labels', a looser prior (σ_p = 3) moved the searched positions further from the
+      truth than σ_p = 1.5 did.
+    - `temperature` τ = 1: for the argmax only σ_p / sqrt(τ) matters; τ scales the reported likelihood.
+      For chi2 near a sharp Gaussian of the training σ, D ≈ |y - peak|² / σ², so the likelihood's
+      curvature (2 / σ² ≈ 0.9) is 3.6 times the prior's (1 / σ_p² = 0.25); along a flat hat D changes by
+      a few units over the window, the order of the prior's range, so the prior decides how far a label
+      slides along the ridge.
     - `e_floor` f = 0.01: D of a perfect Gaussian is 0.002 (exp(-D) = 0.998) and the largest ratio
       1 / E' is about 1.2e4, so a stray pixel far out in the patch costs much but stays finite.
     """
@@ -105,7 +112,7 @@ class SearchConfig:
 
     def prior_sigma_px(self, size: int) -> float:
         """Prior σ_p in heatmap pixels for heatmaps of side `size`."""
-        return 3.0 * size / REFERENCE_R if self.prior_sigma is None else self.prior_sigma
+        return 2.0 * size / REFERENCE_R if self.prior_sigma is None else self.prior_sigma
 
 
 @dataclass(frozen=True)
