@@ -62,16 +62,18 @@ class SearchConfig:
 
     Defaults, at R = 64 (lengths scale with R / 64 when left as None):
     - `half_width` h = 8: the paper's 17×17 window.
-    - `similarity` chi2 (the paper's): only chi2 pulls a label that lies off a ridge (a flat hat) back
-      onto it; ncc's distance is bounded and too flat across a ridge (a label 2.5 px off a ridge stays
-      0.9 px off it with ncc even at σ_p = 3, 0.15 px with chi2 at σ_p = 2), and that pull is what
-      corrects off-contour labels. benchmarks/README.md compares both.
+    - `similarity` ncc, chosen by benchmarks/sa_accuracy.py (DESIGN.md: compare both, keep the better):
+      one search of the 400 sample faces' labels with the round-0 `cpu` model moved them toward the
+      truth with ncc (contour error x 0.93, crisp x 1.00) and away from it with the paper's chi2
+      (x 1.19, x 1.84): chi2's distance rises steeply near a peak, so the search follows the model's
+      own error wherever it is larger than the label's. chi2 is the stronger pull onto a ridge (a label
+      2.5 px off a ridge lands 0.15 px off it with chi2, 1.6 px with ncc at σ_p = 2), which is what
+      corrects off-contour labels when the model is precise; it remains one keyword away.
     - `prior_sigma` σ_p = 2: the scale of what annotators do to a label (contour slides of about 3 % of
       the inter-ocular distance, 0.9 px at R = 64 on a face crop; off-contour shifts of 1-2 px), and the
-      smallest σ_p that still puts a label 2.5 px off a ridge onto it. A tighter prior trusts the label
-      more: measured with a model trained for 30 epochs on the 400 sample faces, whose own error is
-      as large as the labels', a looser prior (σ_p = 3) moved the searched positions further from the
-      truth than σ_p = 1.5 did.
+      smallest σ_p at which chi2 still puts a label 2.5 px off a ridge onto it. A tighter prior trusts the label
+      more: with a model trained for 30 epochs on the 400 sample faces, whose own error is as large as
+      the labels', a looser prior (σ_p = 3) moved the searched positions further from the truth.
     - `temperature` τ = 1: for the argmax only σ_p / sqrt(τ) matters; τ scales the reported likelihood.
       For chi2 near a sharp Gaussian of the training σ, D ≈ |y - peak|² / σ², so the likelihood's
       curvature (2 / σ² ≈ 0.9) is 3.6 times the prior's (1 / σ_p² = 0.25); along a flat hat D changes by
@@ -85,7 +87,7 @@ class SearchConfig:
     temperature: float = 1.0
     half_width: int | None = None
     sigma: float = DEFAULT_SIGMA
-    similarity: Similarity = "chi2"
+    similarity: Similarity = "ncc"
     subpixel: bool = True
     e_floor: float = 0.01
     chunk_size: int = field(default=768, compare=False)  # points per chunk on CPU (cache); no effect on results

@@ -686,7 +686,7 @@ def generate(out: Path, *, n: int, seed: int, size: int = 256, noise: NoiseConfi
     truth_dir.mkdir(parents=True)
     width = max(4, len(str(n - 1)))
     tables, metas = [], []
-    for i in tqdm(range(n), desc="synth faces", unit="face"):
+    for i in tqdm(range(n), desc="synth faces", unit="face", disable=None):
         image_id = f"face_{i:0{width}d}"
         image, truth, meta = render_face(face_rng(seed, i), size)
         # 1e-4 px is far below anything measurable and keeps the truth files readable
