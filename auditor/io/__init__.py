@@ -118,6 +118,19 @@ def find_image_beside(annotation: Path) -> Path | None:
     return None
 
 
+def read_annotation_text(path: Path, expected: str) -> str:
+    """The text of an annotation file (UTF-8, a byte-order mark allowed); an InputError for a folder or bytes.
+
+    `expected` names the format for the message, e.g. "a .csv file".
+    """
+    if path.is_dir():
+        raise InputError(f"expected {expected}, got a folder", path=path)
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"not a UTF-8 text file (expected {expected})", path=path) from None
+
+
 def parse_float(text: str, *, path: Path, line: int | None = None, field: str | None = None) -> float:
     """A finite float from `text`, or an InputError naming where it came from."""
     try:

@@ -15,7 +15,7 @@ from PIL import Image
 from auditor.atomic import atomic_open
 from auditor.dataset import MISSING, Dataset
 from auditor.errors import InputError
-from auditor.io import image_refs, unique_face_ids, where
+from auditor.io import image_refs, read_annotation_text, unique_face_ids, where
 from auditor.schemes import BUILTIN_SCHEMES, Contour, LandmarkScheme, infer_scheme
 
 
@@ -38,12 +38,7 @@ def _need(obj: dict, key: str, check: Callable[[Any], Any], expected: str, path:
 
 
 def _load(path: Path) -> dict:
-    if path.is_dir():
-        raise InputError("expected a COCO keypoints .json file, got a folder", path=path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise InputError("not a UTF-8 text file (expected a COCO keypoints .json)", path=path) from None
+    text = read_annotation_text(path, "a COCO keypoints .json file")
     if not text.strip():
         raise InputError("empty file: expected a COCO keypoints JSON object", path=path)
     try:

@@ -13,7 +13,7 @@ import numpy as np
 from auditor.atomic import atomic_open
 from auditor.dataset import MISSING, VISIBLE, Dataset
 from auditor.errors import InputError
-from auditor.io import image_refs, parse_float, unique_face_ids, where
+from auditor.io import image_refs, parse_float, read_annotation_text, unique_face_ids, where
 from auditor.schemes import BUILTIN_SCHEMES, LandmarkScheme, infer_scheme
 
 BOX_COLUMNS = ("box_x0", "box_y0", "box_x1", "box_y1")
@@ -36,12 +36,7 @@ class _Face:
 def _rows(path: Path, skip: list[tuple[str, str]] | None) -> tuple[int, list[str], list[tuple[int, list[str]]]]:
     """The header's line, its lower-cased column names, and each non-blank data row with its line number; a row
     with the wrong number of cells goes to `skip` (None: raise)."""
-    if path.is_dir():
-        raise InputError("expected a .csv file, got a folder", path=path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise InputError("not a UTF-8 text file (expected a .csv)", path=path) from None
+    text = read_annotation_text(path, "a .csv file")
     reader = csv.reader(io.StringIO(text, newline=""))
     rows = []
     try:

@@ -9,16 +9,13 @@ import numpy as np
 from auditor.atomic import atomic_write_text
 from auditor.dataset import MISSING, VISIBLE, Dataset
 from auditor.errors import InputError
-from auditor.io import find_image_beside, link_image_files, parse_float, relative_image_path
+from auditor.io import find_image_beside, link_image_files, parse_float, read_annotation_text, relative_image_path
 from auditor.schemes import LandmarkScheme, infer_scheme
 
 
 def parse_pts(path: Path, text: str | None = None) -> np.ndarray:
     """(K, 2) 0-based points of one `.pts` file; an InputError naming the line on any defect."""
-    try:
-        text = path.read_text(encoding="utf-8") if text is None else text
-    except UnicodeDecodeError:
-        raise InputError("not a text file (expected a 300-W .pts file)", path=path) from None
+    text = read_annotation_text(path, "a 300-W .pts file") if text is None else text
     n_points, points, opened, closed = None, [], None, False
     lines = text.splitlines()
     for lineno, raw in enumerate(lines, start=1):

@@ -14,7 +14,7 @@ import numpy as np
 from auditor.atomic import atomic_open
 from auditor.dataset import MISSING, VISIBLE, Dataset
 from auditor.errors import InputError
-from auditor.io import image_refs, parse_float, unique_face_ids, where
+from auditor.io import image_refs, parse_float, read_annotation_text, unique_face_ids, where
 from auditor.schemes import LandmarkScheme, infer_scheme
 
 ATTRIBUTES = ("pose", "expression", "illumination", "make-up", "occlusion", "blur")
@@ -70,12 +70,7 @@ def _find_image(rel: str, roots: list[Path]) -> tuple[int, Path] | None:
 
 def read(path: Path, *, scheme: LandmarkScheme | None, skip_bad: bool, images_root: Path | None) -> Dataset:
     """Read a WFLW `.txt`; images under `images_root`, else the txt's folder, else `<txt folder>/WFLW_images/`."""
-    if path.is_dir():
-        raise InputError("expected a WFLW annotation .txt file, got a folder", path=path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError("not a text file (expected a WFLW annotation .txt)", path=path) from None
+    text = read_annotation_text(path, "a WFLW annotation .txt file")
     lines = [(lineno, raw.split()) for lineno, raw in enumerate(text.splitlines(), start=1) if raw.strip()]
     if not lines:
         raise InputError("empty file: no face lines", path=path)
