@@ -7,6 +7,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from auditor.dataset import Dataset
 from auditor.errors import InputError
 from auditor.schemes import LandmarkScheme, get_scheme
@@ -183,6 +185,16 @@ def unique_face_ids(image_rels: list[str], path: Path, places: list[tuple[int | 
     for i, image_id in zip(keep, ids, strict=True):
         out[i] = image_id
     return out
+
+
+def prepare_file_write(ds: Dataset, out: Path, default_name: str, *, link_images: bool) -> tuple[Path, list[str]]:
+    """For a writer of one annotation file: the file (`out`, or `out/default_name` when `out` is a folder) and each
+    face's image reference; an InputError when a labelled point has a non-finite coordinate."""
+    if out.is_dir():
+        out = out / default_name
+    if not np.isfinite(ds.landmarks[ds.labelled]).all():
+        raise InputError("a labelled point has a non-finite coordinate; mark it missing (visibility 0) instead")
+    return out, image_refs(ds, out.parent, link_images=link_images)
 
 
 def image_refs(ds: Dataset, out_dir: Path, *, link_images: bool) -> list[str]:

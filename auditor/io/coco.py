@@ -15,7 +15,7 @@ from PIL import Image
 from auditor.atomic import atomic_open
 from auditor.dataset import MISSING, Dataset
 from auditor.errors import InputError
-from auditor.io import image_refs, read_annotation_text, unique_face_ids, where
+from auditor.io import prepare_file_write, read_annotation_text, unique_face_ids, where
 from auditor.schemes import BUILTIN_SCHEMES, Contour, LandmarkScheme, infer_scheme
 
 
@@ -263,12 +263,8 @@ def _size(image: Path) -> tuple[int, int] | None:
 def write(ds: Dataset, out: Path, *, link_images: bool = True) -> Path:
     """Write `ds` as COCO keypoints JSON at `out`: one category named after the scheme (its point names, a skeleton
     from its contours), `bbox` from the boxes or else the labels' extent."""
-    if out.is_dir():
-        out = out / "annotations.json"
+    out, rels = prepare_file_write(ds, out, "annotations.json", link_images=link_images)
     labelled = ds.labelled
-    if not np.isfinite(ds.landmarks[labelled]).all():
-        raise InputError("a labelled point has a non-finite coordinate; mark it missing (visibility 0) instead")
-    rels = image_refs(ds, out.parent, link_images=link_images)
     images: dict[str, dict] = {}
     for rel, image in zip(rels, ds.image_paths, strict=True):
         if rel not in images:

@@ -13,7 +13,7 @@ import numpy as np
 from auditor.atomic import atomic_open
 from auditor.dataset import MISSING, VISIBLE, Dataset
 from auditor.errors import InputError
-from auditor.io import image_refs, parse_float, read_annotation_text, unique_face_ids, where
+from auditor.io import parse_float, prepare_file_write, read_annotation_text, unique_face_ids, where
 from auditor.schemes import BUILTIN_SCHEMES, LandmarkScheme, infer_scheme
 
 BOX_COLUMNS = ("box_x0", "box_y0", "box_x1", "box_y1")
@@ -260,12 +260,8 @@ def write(ds: Dataset, out: Path, *, link_images: bool = True, layout: str = "wi
     them) or `"long"` (one row per point, a `face` column when an image holds several faces; no boxes)."""
     if layout not in ("wide", "long"):
         raise InputError(f"CSV layout must be 'wide' or 'long', got {layout!r}")
-    if out.is_dir():
-        out = out / "annotations.csv"
+    out, rels = prepare_file_write(ds, out, "annotations.csv", link_images=link_images)
     labelled = ds.labelled
-    if not np.isfinite(ds.landmarks[labelled]).all():
-        raise InputError("a labelled point has a non-finite coordinate; mark it missing (visibility 0) instead")
-    rels = image_refs(ds, out.parent, link_images=link_images)
     xy = np.where(labelled[..., None], ds.landmarks, np.nan)
     k = ds.num_points
     with atomic_open(out, "w", newline="") as f:

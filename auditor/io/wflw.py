@@ -14,7 +14,7 @@ import numpy as np
 from auditor.atomic import atomic_open
 from auditor.dataset import MISSING, VISIBLE, Dataset
 from auditor.errors import InputError
-from auditor.io import image_refs, parse_float, read_annotation_text, unique_face_ids, where
+from auditor.io import parse_float, prepare_file_write, read_annotation_text, unique_face_ids, where
 from auditor.schemes import LandmarkScheme, infer_scheme
 
 ATTRIBUTES = ("pose", "expression", "illumination", "make-up", "occlusion", "blur")
@@ -117,14 +117,10 @@ def read(path: Path, *, scheme: LandmarkScheme | None, skip_bad: bool, images_ro
 
 def write(ds: Dataset, out: Path, *, link_images: bool = True) -> Path:
     """Write `ds` as a WFLW `.txt` at `out` (boxes from the labels' extent where missing, attributes 0 if absent)."""
-    if out.is_dir():
-        out = out / "annotations.txt"
     missing = np.flatnonzero((ds.visibility == MISSING).any(axis=1))
     if len(missing):
         raise InputError(f"the WFLW format cannot hold missing points (face '{ds.image_ids[missing[0]]}' has some)")
-    if not np.isfinite(ds.landmarks).all():
-        raise InputError("the WFLW format cannot hold non-finite coordinates")
-    rels = image_refs(ds, out.parent, link_images=link_images)
+    out, rels = prepare_file_write(ds, out, "annotations.txt", link_images=link_images)
     spaced = [r for r in rels if len(r.split()) != 1]
     if spaced:
         raise InputError(f"the WFLW format cannot hold image paths with whitespace: {spaced[0]!r}")
