@@ -16,7 +16,8 @@ VISIBLE, OCCLUDED, MISSING = 2, 1, 0  # COCO's `v` values, kept for every format
 
 @dataclass
 class Dataset:
-    """N faces: ids, image paths, landmarks (N, K, 2) in 0-based image pixels, visibility (N, K), boxes (N, 4)."""
+    """N faces: ids, image paths, landmarks (N, K, 2) in 0-based image pixels (NaN where missing), visibility (N, K),
+    boxes (N, 4)."""
 
     root: Path
     image_ids: list[str]
@@ -35,6 +36,8 @@ class Dataset:
         self.landmarks = np.asarray(self.landmarks, dtype=np.float64).reshape(-1, self.scheme.num_points, 2)
         n, k = self.landmarks.shape[:2]
         self.visibility = np.asarray(self.visibility, dtype=np.int8).reshape(n, k)
+        # a missing point has no position, whatever numbers a format put there: every user can rely on NaN
+        self.landmarks = np.where((self.visibility == MISSING)[..., None], np.nan, self.landmarks)
         if len(self.image_ids) != n or len(self.image_paths) != n:
             raise ValueError(f"{n} faces but {len(self.image_ids)} ids and {len(self.image_paths)} image paths")
         if self.boxes is not None:

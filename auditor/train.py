@@ -148,9 +148,8 @@ def search_targets(model: LandmarkModel, ds: Dataset, search_config: SearchConfi
     rank, world = shard
     index = np.arange(len(ds))[rank::world]
     out = np.full(ds.landmarks.shape, np.nan)
-    human = np.where(ds.labelled[..., None], ds.landmarks, np.nan)
     for batch in iterate_heatmaps(model, ds, indices=index, batch_size=batch_size, device=device):
-        label_hm = apply_affine(batch.to_heatmap, human[batch.index])
+        label_hm = apply_affine(batch.to_heatmap, ds.landmarks[batch.index])
         labels = torch.from_numpy(label_hm).to(device=batch.stack_heatmaps.device, dtype=torch.float32)
         result = search(batch.stack_heatmaps, labels, search_config)
         searched = result.searched.double().cpu().numpy()
@@ -232,7 +231,6 @@ def _train(ds: Dataset, config: Config, out: Path, device: torch.device, resume:
     if state["ghcu_optimizer"] is not None:
         ghcu_optimiser.load_state_dict(state["ghcu_optimizer"])
     hourglass, ghcu = dd.wrap(model.hourglass), dd.wrap(model.ghcu)
-    human = np.where(ds.labelled[..., None], ds.landmarks, np.nan)
 
     def save() -> None:
         # a finished model needs no optimiser state: it would triple the file
@@ -288,7 +286,7 @@ def _train(ds: Dataset, config: Config, out: Path, device: torch.device, resume:
             r = state["round"]
             if len(state["targets"]) <= r:
                 if r == 0 or not align:
-                    targets = human
+                    targets = ds.landmarks
                 else:
                     found, owned = search_targets(model, ds, search_config, device=device,
                                                   batch_size=config.batch_size * 2, shard=(dd.rank, dd.world))

@@ -43,3 +43,11 @@ def test_summary_counts():
 def test_shape_mismatch():
     with pytest.raises(ValueError, match="3 faces but 2 ids"):
         make(3, image_ids=["a", "b"])
+
+
+def test_missing_points_hold_nan_whatever_was_given():
+    vis = np.full((2, 19), VISIBLE)
+    vis[1, 3] = MISSING
+    ds = make(2, visibility=vis)
+    assert np.isnan(ds.landmarks[1, 3]).all() and np.isfinite(np.delete(ds.landmarks[1], 3, axis=0)).all()
+    assert np.isnan(ds.with_landmarks(np.zeros((2, 19, 2))).landmarks[1, 3]).all()

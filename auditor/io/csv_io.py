@@ -261,8 +261,7 @@ def write(ds: Dataset, out: Path, *, link_images: bool = True, layout: str = "wi
     if layout not in ("wide", "long"):
         raise InputError(f"CSV layout must be 'wide' or 'long', got {layout!r}")
     out, rels = prepare_file_write(ds, out, "annotations.csv", link_images=link_images)
-    labelled = ds.labelled
-    xy = np.where(labelled[..., None], ds.landmarks, np.nan)
+    xy = ds.landmarks
     k = ds.num_points
     with atomic_open(out, "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
