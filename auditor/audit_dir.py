@@ -1,0 +1,112 @@
+"""Reading an audit directory (docs/audit_format.md): the manifest, the points and images tables, the audited dataset.
+
+Every reader validates: a missing directory, a bad manifest, a missing or unreadable table or column, another format
+version, or a dataset that changed since the audit is an `InputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+
+from auditor.dataset import Dataset
+from auditor.errors import InputError
+
+FORMAT_VERSION = 1
+MANIFEST, POINTS, IMAGES, REVIEWS = "manifest.json", "points.parquet", "images.parquet", "reviews.sqlite"
+
+# the columns review and export rely on; an audit may hold more (docs/audit_format.md lists them all)
+POINT_COLUMNS = ("image_id", "face", "point", "point_name", "group", "x_human", "y_human", "x_searched", "y_searched",
+                 "x_pred", "y_pred", "label_score", "issue_type", "is_label_issue")
+IMAGE_COLUMNS = ("image_id", "face", "image_path", "normaliser")
+
+
+class Audit(NamedTuple):
+    """A loaded audit: the manifest, one row per (face, point), one row per face."""
+
+    manifest: dict
+    points: pd.DataFrame
+    images: pd.DataFrame
+
+
+def audit_path(audit_dir: str | Path) -> Path:
+    """The audit directory, or an InputError when it is not one."""
+    audit_dir = Path(audit_dir)
+    if not audit_dir.is_dir():
+        raise InputError("no such audit directory" if not audit_dir.exists() else "not an audit directory (a file)",
+                         path=audit_dir)
+    return audit_dir
+
+
+def load_manifest(audit_dir: str | Path) -> dict:
+    """`AUDIT/manifest.json`, checked: a JSON object of this format version with the dataset's fingerprint."""
+    path = audit_path(audit_dir) / MANIFEST
+    if not path.is_file():
+        raise InputError("missing manifest.json: not an audit directory (written by `auditor audit`)", path=path)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"not valid JSON ({e})", path=path) from None
+    if not isinstance(manifest, dict):
+        raise InputError("expected a JSON object", path=path)
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise InputError(f"audit format version {version!r}; this auditor reads version {FORMAT_VERSION} (re-run "
+                         "`auditor audit`)", path=path, field="format_version")
+    dataset = manifest.get("dataset")
+    if not isinstance(dataset, dict):
+        raise InputError("expected an object", path=path, field="dataset")
+    if not isinstance(dataset.get("fingerprint"), str) or not dataset["fingerprint"]:
+        raise InputError("expected a non-empty string", path=path, field="dataset.fingerprint")
+    return manifest
+
+
+def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    if not path.is_file():
+        raise InputError("missing: the audit is incomplete (re-run `auditor audit`)", path=path)
+    try:
+        table = pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several types for a damaged or foreign file
+        raise InputError(f"not a readable parquet file ({type(e).__name__}: {e})".replace("\n", " "),
+                         path=path) from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise InputError(f"missing column(s) {', '.join(missing)}", path=path)
+    return table
+
+
+def load_audit(audit_dir: str | Path) -> Audit:
+    """The manifest, `points.parquet` and `images.parquet` of an audit directory, validated."""
+    audit_dir = audit_path(audit_dir)
+    manifest = load_manifest(audit_dir)
+    points = _read_table(audit_dir / POINTS, POINT_COLUMNS)
+    images = _read_table(audit_dir / IMAGES, IMAGE_COLUMNS)
+    unknown = sorted(set(points.image_id) - set(images.image_id))
+    if unknown:
+        raise InputError(f"image_id '{unknown[0]}' is not in images.parquet ({len(unknown)} such ids)",
+                         path=audit_dir / POINTS)
+    return Audit(manifest, points, images)
+
+
+def load_audited_dataset(manifest: dict, audit_dir: str | Path) -> Dataset:
+    """The dataset the manifest names (paths relative to the audit directory), read as the audit read it; an
+    InputError when its labels changed since."""
+    from auditor.io import read_dataset
+    from auditor.schemes import scheme_from_json
+
+    info = manifest["dataset"]
+    for key in ("path", "format"):
+        if not isinstance(info.get(key), str) or not info[key]:
+            raise InputError("the audit does not say where its dataset is: expected a non-empty string",
+                             path=MANIFEST, field=f"dataset.{key}")
+    scheme = scheme_from_json(manifest["scheme"]) if isinstance(manifest.get("scheme"), dict) else info.get("scheme")
+    path = Path(audit_dir) / info["path"]
+    images_root = None if info.get("images_root") is None else Path(audit_dir) / info["images_root"]
+    ds = read_dataset(path, format=info["format"], scheme=scheme, images_root=images_root)
+    if ds.fingerprint() != info["fingerprint"]:
+        raise InputError("the dataset changed since the audit (its fingerprint differs from the manifest's): re-run "
+                         "`auditor audit` before exporting corrections", path=path)
+    return ds

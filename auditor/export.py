@@ -1,0 +1,331 @@
+"""Export a reviewed audit: the corrections table (CSV, FiftyOne or Label Studio JSON) and corrected labels.
+
+Which points (`only`):
+    accepted   points whose latest decision is accept or edit
+    issues     points the audit flagged (`is_label_issue`), decided or not
+    all        every labelled point
+The corrected position of a point and its `source`:
+    edited     the curator's position (latest decision edit)
+    searched   the position stored with an accept, else the semantic search's (`x_searched`, `y_searched`): for an
+               undecided or rejected point it is the proposal, not a correction
+    predicted  the model's prediction (`x_pred`, `y_pred`), only where the searched position is not finite (the search
+               had no valid candidate); a finite searched position is never replaced by the prediction
+`decision` is the latest decision, '' when undecided. Only accept and edit are ever applied to labels.
+
+CSV: the columns CSV_COLUMNS, one row per point, faces and points in the audit's order; positions in image pixels
+(0-based, pixel centres on integers); dx, dy = corrected - human; displacement_nme = |corrected - human| / the
+face's normaliser (images.parquet); decided_at is the decision's ISO 8601 UTC time.
+
+FiftyOne (`fiftyone`): {"name": ..., "media_type": "image", "samples": [...]}, one sample per image of the exported
+points, each in FiftyOne's own sample serialisation (`Sample.to_dict`), so that this imports it:
+
+    import json, fiftyone as fo
+    d = json.load(open("corrections.json"))
+    dataset = fo.Dataset(d["name"])
+    dataset.add_samples([fo.Sample.from_dict(s) for s in d["samples"]])
+
+    sample = {"filepath": "/abs/image.jpg", "tags": ["needs_review"] (a face of it has an audit issue) or [],
+              "metadata": {"_cls": "ImageMetadata", "width": W, "height": H},
+              "human": KEYPOINTS, "keypoints": KEYPOINTS}
+    KEYPOINTS = {"_cls": "Keypoints", "keypoints": [{"_cls": "Keypoint", "label": "face", "image_id": "...",
+                                                     "points": [[x / W, y / H], ...]}, ...]}  # one per face
+
+Every face gets all K points in FiftyOne's relative [0, 1] coordinates (x / W, as FiftyOne's own COCO importer
+converts pixels), NaN where a point has no label; `human` holds the labels, `keypoints` the labels with the exported
+points at their corrected position. W, H are read from the image header (PIL, no decoding).
+
+Label Studio (`labelstudio`): a JSON list of tasks, one per image, the exported points as pre-annotations
+(predictions), for the labelling config
+
+    <View><Image name="image" value="$image"/>
+      <KeyPointLabels name="keypoints" toName="image"><Label value="POINT_NAME"/> (one per point name)</KeyPointLabels>
+    </View>
+
+    task = {"data": {"image": "/abs/image.jpg", "image_ids": [...]},
+            "predictions": [{"model_version": "landmark-auditor", "result": [
+                {"id": "<image_id>/<point>", "type": "keypointlabels", "from_name": "keypoints", "to_name": "image",
+                 "original_width": W, "original_height": H, "image_rotation": 0,
+                 "value": {"x": 100 * x / W, "y": 100 * y / H, "width": 0.5, "keypointlabels": [point_name]}}]}]}
+
+x, y in percent of the image size. To serve local images, Label Studio's local-files storage wants `data.image` as
+`/data/local-files/?d=<path below its document root>`: rewrite the paths for your set-up.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from auditor.atomic import atomic_open, atomic_write_text
+from auditor.audit_dir import Audit, load_audit, load_audited_dataset
+from auditor.dataset import Dataset
+from auditor.errors import InputError
+
+ONLY = ("accepted", "issues", "all")
+TABLE_FORMATS = ("csv", "fiftyone", "labelstudio")
+LABEL_FORMATS = ("pts", "wflw", "csv", "coco")
+CSV_COLUMNS = ("image_id", "image_path", "point", "point_name", "group", "x_human", "y_human", "x_corrected",
+               "y_corrected", "dx", "dy", "displacement_nme", "issue_type", "label_score", "decision", "source",
+               "reviewer", "decided_at")
+NEEDS_REVIEW = "needs_review"
+
+
+def corrections(audit: Audit, decisions: pd.DataFrame, *, only: str = "accepted") -> pd.DataFrame:
+    """One row per exported point: CSV_COLUMNS plus `face` and `is_label_issue`, in the audit's order.
+
+    `decisions` is `ReviewStore.latest()`: one row per decided point.
+    """
+    if only not in ONLY:
+        raise InputError(f"unknown selection '{only}': expected one of {', '.join(ONLY)}")
+    points = audit.points
+    points = points[np.isfinite(points.x_human) & np.isfinite(points.y_human)]
+    decided = decisions[["image_id", "point", "decision", "x", "y", "reviewer", "created_at"]].rename(
+        columns={"x": "x_decided", "y": "y_decided", "created_at": "decided_at"})
+    p = points.astype({"point": np.int64}).merge(decided.astype({"point": np.int64}), on=["image_id", "point"],
+                                                 how="left")
+    p = p.merge(audit.images[["image_id", "image_path", "normaliser"]], on="image_id", how="left")
+    decision = p.decision.fillna("").to_numpy(dtype=object)
+    chosen = np.isin(decision, ("accept", "edit")) & np.isfinite(p.x_decided) & np.isfinite(p.y_decided)
+    searched = np.isfinite(p.x_searched) & np.isfinite(p.y_searched)
+    conditions = [chosen, searched]
+    x = np.select(conditions, [p.x_decided, p.x_searched], p.x_pred)
+    y = np.select(conditions, [p.y_decided, p.y_searched], p.y_pred)
+    source = np.select([decision == "edit", chosen | searched], ["edited", "searched"], "predicted")
+    dx, dy = x - p.x_human.to_numpy(), y - p.y_human.to_numpy()
+    table = pd.DataFrame({
+        "image_id": p.image_id, "image_path": p.image_path, "point": p.point, "point_name": p.point_name,
+        "group": p.group, "x_human": p.x_human, "y_human": p.y_human, "x_corrected": x, "y_corrected": y,
+        "dx": dx, "dy": dy, "displacement_nme": np.hypot(dx, dy) / p.normaliser.to_numpy(),
+        "issue_type": p.issue_type.fillna(""), "label_score": p.label_score, "decision": decision, "source": source,
+        "reviewer": p.reviewer.fillna(""), "decided_at": p.decided_at.fillna(""), "face": p.face,
+        "is_label_issue": p.is_label_issue.astype(bool),
+    })
+    keep = {"accepted": np.isin(decision, ("accept", "edit")), "issues": table.is_label_issue.to_numpy(),
+            "all": np.ones(len(table), bool)}[only]
+    return table[keep].sort_values(["face", "point"], kind="stable").reset_index(drop=True)
+
+
+def write_csv(table: pd.DataFrame, path: str | Path) -> None:
+    """The corrections table as CSV (CSV_COLUMNS), written atomically; NaN as an empty cell."""
+    with atomic_open(path, newline="") as f:
+        table.loc[:, list(CSV_COLUMNS)].to_csv(f, index=False, float_format="%.6f")
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image from its header, without decoding it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, UnidentifiedImageError) as e:
+        raise InputError(f"cannot read the image's size ({e})", path=path) from None
+
+
+def _face_rows(table: pd.DataFrame, ds: Dataset) -> np.ndarray:
+    """The dataset row of each row's face; an InputError for a face the dataset does not hold."""
+    index = {image_id: i for i, image_id in enumerate(ds.image_ids)}
+    unknown = sorted(set(table.image_id) - set(index))
+    if unknown:
+        raise InputError(f"face '{unknown[0]}' of the audit is not in the dataset ({len(unknown)} such faces)",
+                         path=ds.root)
+    return table.image_id.map(index).to_numpy(dtype=np.int64)
+
+
+def _faces_by_image(table: pd.DataFrame, ds: Dataset) -> dict[Path, list[int]]:
+    """The dataset faces holding rows of `table`, grouped by image file, in the dataset's order."""
+    by_image: dict[Path, list[int]] = {}
+    for i in np.unique(_face_rows(table, ds)):
+        by_image.setdefault(ds.image_paths[i].absolute(), []).append(int(i))
+    return by_image
+
+
+def _corrected_landmarks(ds: Dataset, table: pd.DataFrame) -> np.ndarray:
+    """(N, K, 2) the labels with every point of `table` at its corrected position."""
+    landmarks = ds.landmarks.copy()
+    landmarks[_face_rows(table, ds), table.point.to_numpy(dtype=np.int64)] = table[["x_corrected",
+                                                                                    "y_corrected"]].to_numpy()
+    return landmarks
+
+
+def _keypoints(ds: Dataset, xy: np.ndarray, faces: list[int], size: tuple[int, int]) -> dict:
+    """FiftyOne `Keypoints` of `faces` from landmarks (N, K, 2), in [0, 1] of the image `size` (width, height)."""
+    scale = np.asarray(size, dtype=np.float64)
+    return {"_cls": "Keypoints", "keypoints": [
+        {"_cls": "Keypoint", "label": "face", "image_id": ds.image_ids[i], "points": (xy[i] / scale).tolist()}
+        for i in faces]}
+
+
+def to_fiftyone(table: pd.DataFrame, ds: Dataset, *, needs_review: set[str], name: str = "landmark-auditor") -> dict:
+    """The exported points as FiftyOne samples (the shape in this module's docstring); images holding a face of
+    `needs_review` (ids) are tagged."""
+    corrected = _corrected_landmarks(ds, table)
+    samples = []
+    for path, faces in _faces_by_image(table, ds).items():
+        size = image_size(path)
+        samples.append({
+            "filepath": str(path), "tags": [NEEDS_REVIEW] if needs_review & {ds.image_ids[i] for i in faces} else [],
+            "metadata": {"_cls": "ImageMetadata", "width": size[0], "height": size[1]},
+            "human": _keypoints(ds, ds.landmarks, faces, size), "keypoints": _keypoints(ds, corrected, faces, size)})
+    return {"name": name, "media_type": "image", "samples": samples}
+
+
+def to_labelstudio(table: pd.DataFrame, ds: Dataset) -> list[dict]:
+    """The exported points as Label Studio tasks with keypoint pre-annotations (the shape in the docstring)."""
+    finite = table[np.isfinite(table.x_corrected) & np.isfinite(table.y_corrected)]
+    rows = {image_id: group for image_id, group in finite.groupby("image_id", sort=False)}
+    tasks = []
+    for path, faces in _faces_by_image(finite, ds).items():
+        width, height = image_size(path)
+        result = [{"id": f"{r.image_id}/{r.point}", "type": "keypointlabels", "from_name": "keypoints",
+                   "to_name": "image", "original_width": width, "original_height": height, "image_rotation": 0,
+                   "value": {"x": 100.0 * r.x_corrected / width, "y": 100.0 * r.y_corrected / height, "width": 0.5,
+                             "keypointlabels": [r.point_name]}}
+                  for i in faces for r in rows[ds.image_ids[i]].itertuples(index=False)]
+        tasks.append({"data": {"image": str(path), "image_ids": [ds.image_ids[i] for i in faces]},
+                      "predictions": [{"model_version": "landmark-auditor", "result": result}]})
+    return tasks
+
+
+def apply_corrections(ds: Dataset, table: pd.DataFrame) -> tuple[Dataset, int]:
+    """`ds` with the accepted and edited points of `table` (finite ones) at their corrected position; and how many."""
+    applied = table[table.decision.isin(("accept", "edit")) & np.isfinite(table.x_corrected)
+                    & np.isfinite(table.y_corrected)]
+    return ds.with_landmarks(_corrected_landmarks(ds, applied)), len(applied)
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def backup_annotations(source: Path, fmt: str) -> Path:
+    """Copy the dataset's annotation file (or, for pts, its folder's .pts files) to a timestamped backup beside it."""
+    backup = source.with_name(f"{source.name}.backup-{_stamp()}")
+    tmp = backup.with_name(f".{backup.name}.tmp")
+    if fmt == "pts" and source.is_dir():
+        for f in sorted(p for p in source.rglob("*") if p.suffix.lower() == ".pts"):
+            (tmp / f.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, tmp / f.relative_to(source))
+    else:
+        shutil.copy2(source, tmp)
+    tmp.rename(backup)
+    return backup
+
+
+def check_labels_target(ds: Dataset, manifest: dict, out: Path | None, *, format: str | None = None,
+                        in_place: bool = False) -> str:
+    """The format `write_labels` would write in; an InputError, before anything is written, when it must not."""
+    info = manifest["dataset"]
+    source = Path(info["path"]).absolute()  # made absolute by export_corrections
+    location = source if source.is_dir() else source.parent
+    fmt = format or info["format"]
+    if fmt not in LABEL_FORMATS:
+        raise InputError(f"unknown label format '{fmt}': expected one of {', '.join(LABEL_FORMATS)}")
+    if in_place:
+        if fmt != info["format"]:
+            raise InputError(f"--in-place writes the input's format ({info['format']}), not {fmt}")
+        if out is not None and out.resolve() != location.resolve():
+            raise InputError("--in-place writes over the input dataset; --write-labels names another folder",
+                             path=out)
+        if fmt == "pts":
+            odd = [i for i in ds.image_ids if not (location / f"{i}.pts").is_file()]
+            if odd:
+                raise InputError(f"cannot write in place: face '{odd[0]}' is not in a lower-case .pts file",
+                                 path=source)
+        elif info.get("images_root") is not None or ds.root.resolve() != location.resolve():
+            raise InputError("cannot write in place: the image paths are relative to another folder than the "
+                             "annotation file's; write a new copy with --write-labels DIR", path=source)
+        return fmt
+    if out is None:
+        raise InputError("no output folder: give --write-labels DIR (or --in-place)")
+    inside = fmt == "pts" and location.resolve() in out.resolve().parents  # the pts reader would read them as input
+    if out.resolve() in (source.resolve(), location.resolve()) or inside:
+        raise InputError("this is the input dataset's location: pass --in-place to overwrite it (a backup is made "
+                         "first), or choose another folder", path=out)
+    if out.exists() and not out.is_dir():
+        raise InputError("expected a folder for the corrected labels, got a file", path=out)
+    return fmt
+
+
+def write_labels(ds: Dataset, manifest: dict, out: Path | None, *, format: str | None = None,
+                 in_place: bool = False) -> tuple[Path, Path | None]:
+    """Write `ds` (corrected) as a whole dataset: into the folder `out`, or over the input with `in_place` after a
+    backup; returns what was written and the backup (None unless in place).
+
+    In place, the annotations are rewritten by this project's writer: what it does not keep (e.g. a COCO file's
+    other fields) survives only in the backup.
+    """
+    from auditor.io import write_dataset
+
+    fmt = check_labels_target(ds, manifest, out, format=format, in_place=in_place)
+    source = Path(manifest["dataset"]["path"]).absolute()
+    if in_place:
+        backup = backup_annotations(source, fmt)
+        return write_dataset(ds, source.parent if fmt == "pts" and source.is_file() else source, format=fmt,
+                             link_images=False), backup
+    name = source.name if fmt == manifest["dataset"]["format"] and source.is_file() else ""
+    if out.exists():
+        return write_dataset(ds, out / name if name else out, format=fmt), None
+    # a new folder appears whole or not at all: written beside, then renamed into place
+    tmp = out.with_name(f".{out.name}.tmp-{_stamp()}")
+    tmp.mkdir(parents=True)
+    try:
+        written = write_dataset(ds, tmp / name if name else tmp, format=fmt)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out / written.relative_to(tmp), None
+
+
+def export_corrections(audit_dir: str | Path, *, out: str | Path | None = None, only: str = "accepted",
+                       format: str | None = None, labels_dir: str | Path | None = None,
+                       in_place: bool = False) -> dict:
+    """Export an audit's reviewed corrections: the table to `out` (CSV, or `format` fiftyone / labelstudio) and,
+    with `labels_dir` or `in_place`, the whole corrected dataset (`format` pts / wflw / csv / coco, else the
+    input's). Returns counts and the paths written."""
+    from auditor.review import ReviewStore
+
+    if format is not None and format not in TABLE_FORMATS + LABEL_FORMATS:
+        known = ", ".join(dict.fromkeys(TABLE_FORMATS + LABEL_FORMATS))
+        raise InputError(f"unknown format '{format}': expected one of {known}")
+    writes_labels = labels_dir is not None or in_place
+    if format in ("pts", "wflw", "coco") and not writes_labels:
+        raise InputError(f"--format {format} is a label format: it needs --write-labels DIR or --in-place")
+    table_format = format if format in ("fiftyone", "labelstudio") else "csv"
+    if out is None and (table_format != "csv" or not writes_labels):
+        raise InputError(f"no output: give -o FILE for the {table_format} table"
+                         + ("" if table_format != "csv" else ", or --write-labels DIR"))
+    audit = load_audit(audit_dir)
+    source = Path(audit_dir) / audit.manifest["dataset"]["path"]
+    dataset = dict(audit.manifest["dataset"], path=str(source.absolute()))
+    audit = audit._replace(manifest=dict(audit.manifest, dataset=dataset))
+    decisions = ReviewStore(audit_dir).latest()
+    table = corrections(audit, decisions, only=only)
+    ds = load_audited_dataset(audit.manifest, "/") if writes_labels or table_format != "csv" else None
+    summary: dict = {"rows": len(table), "faces": int(table.image_id.nunique())}
+    labels_dir = None if labels_dir is None else Path(labels_dir)
+    label_format = format if format in LABEL_FORMATS else None
+    if writes_labels:
+        corrected, summary["applied"] = apply_corrections(ds, corrections(audit, decisions, only="accepted"))
+        check_labels_target(corrected, audit.manifest, labels_dir, format=label_format, in_place=in_place)
+    if out is not None:
+        out = Path(out)
+        if table_format == "csv":
+            write_csv(table, out)
+        elif table_format == "fiftyone":
+            needs_review = set(audit.points.image_id[audit.points.is_label_issue.astype(bool)])
+            samples = to_fiftyone(table, ds, needs_review=needs_review, name=Path(audit_dir).name)
+            atomic_write_text(out, json.dumps(samples, indent=1))
+        else:
+            atomic_write_text(out, json.dumps(to_labelstudio(table, ds), indent=1))
+        summary["table"] = out
+    if writes_labels:
+        summary["labels"], summary["backup"] = write_labels(corrected, audit.manifest, labels_dir,
+                                                            format=label_format, in_place=in_place)
+    return summary

@@ -1,0 +1,137 @@
+"""A small audit directory for the review and export tests, written directly (no model): synthetic faces, searched =
+human + a small offset, some points flagged as issues; the layout of docs/audit_format.md."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from auditor.io import read_dataset, relative_image_path
+from auditor.review import ReviewStore
+from auditor.synth import generate
+
+ISSUE_EVERY = 11  # every 11th (face, point) is a gross error, so every face of 68 points has issues
+OFFSET = np.array([1.5, -1.0])  # searched - human, image pixels
+
+
+def write_audit(ds, dataset_path: Path, audit_dir: Path, *, fmt: str = "pts") -> None:
+    """Write manifest.json, points.parquet and images.parquet of a plausible audit of `ds` into `audit_dir`."""
+    n, k = len(ds), ds.num_points
+    rng = np.random.default_rng(0)
+    human = ds.landmarks
+    searched = human + OFFSET
+    searched[0, 1] = np.nan  # one point without a valid search: its corrected position falls back to the prediction
+    pred = human + rng.normal(0, 0.5, human.shape)
+    normaliser = ds.normaliser()
+    flat = np.arange(n * k).reshape(n, k)
+    issue = flat % ISSUE_EVERY == 0
+    searched_nme = np.linalg.norm(searched - human, axis=-1) / normaliser[:, None]
+    label_score = np.where(issue, 0.05 + 0.3 * (flat % 3) / 2, 0.9)
+    points = pd.DataFrame({
+        "image_id": np.repeat(ds.image_ids, k), "face": np.repeat(np.arange(n, dtype=np.int32), k),
+        "point": np.tile(np.arange(k, dtype=np.int16), n),
+        "point_name": np.tile(ds.scheme.point_names, n), "group": np.tile(ds.scheme.groups, n),
+        "is_contour": np.tile(ds.scheme.contour_flags, n),
+        "x_human": human[..., 0].ravel(), "y_human": human[..., 1].ravel(),
+        "x_searched": searched[..., 0].ravel(), "y_searched": searched[..., 1].ravel(),
+        "x_pred": pred[..., 0].ravel(), "y_pred": pred[..., 1].ravel(),
+        "searched_nme": searched_nme.ravel(),
+        "pred_err_nme": (np.linalg.norm(pred - human, axis=-1) / normaliser[:, None]).ravel(),
+        "tangential_nme": np.zeros(n * k), "normal_nme": np.zeros(n * k),
+        "peak": np.full(n * k, 0.8, np.float32), "anisotropy": np.full(n * k, 0.2, np.float32),
+        "angle": np.zeros(n * k, np.float32), "gaussianity_human": np.full(n * k, 0.7, np.float32),
+        "gaussianity_searched": np.full(n * k, 0.8, np.float32), "flat_hat": np.ones(n * k, np.float32),
+        "confidence": np.full(n * k, 0.9, np.float32), "label_score": label_score.ravel(),
+        "issue_type": np.where(issue, "gross_error", "").ravel(), "is_label_issue": issue.ravel(),
+    })
+    worst = label_score.argmin(axis=1)
+    images = pd.DataFrame({
+        "image_id": ds.image_ids, "face": np.arange(n, dtype=np.int32),
+        "image_path": [relative_image_path(ds, i).as_posix() for i in range(n)], "normaliser": normaliser,
+        "nme_searched": np.nanmean(searched_nme, axis=1), "nme_pred": np.zeros(n),
+        "worst_point": worst.astype(np.int16), "worst_point_name": [ds.scheme.point_names[w] for w in worst],
+        "image_label_score": label_score.min(axis=1), "num_label_issues": issue.sum(axis=1).astype(np.int32),
+        "swapped_sides": np.zeros(n, bool), "swap_ratio": np.ones(n),
+    })
+    manifest = {
+        "format_version": 1, "tool_version": "0.1.0", "created_at": "2024-01-01T00:00:00.000000+00:00",
+        "dataset": {"path": str(dataset_path.absolute()), "format": fmt, "images_root": None,
+                    "scheme": ds.scheme.name, "fingerprint": ds.fingerprint(), "faces": n, "images": ds.num_images},
+        "scheme": ds.scheme.to_json(),
+        "model": {"path": "model.pt", "sha256": "0" * 64, "config": {}},
+        "search": {}, "scoring": {}, "shard": None,
+        "counts": {"faces": n, "points": n * k, "label_issues": int(issue.sum()),
+                   "issues_by_type": {"gross_error": int(issue.sum())}},
+        "timing": {"seconds": 1.0, "faces_per_second": float(n)},
+        "heatmaps": {"window": 27, "dtype": "float16", "bytes_per_face": 99144},
+    }
+    audit_dir.mkdir(parents=True)
+    (audit_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    points.to_parquet(audit_dir / "points.parquet", index=False)
+    images.to_parquet(audit_dir / "images.parquet", index=False)
+
+
+def build_audit(root: Path, *, n: int = 6) -> tuple[Path, Path]:
+    """Synthetic faces in `root/syn/faces` (.pts + jpg) and an audit of them in `root/audit`: (faces, audit)."""
+    generate(root / "syn", n=n, seed=1, size=128)
+    faces = root / "syn" / "faces"
+    write_audit(read_dataset(faces), faces, root / "audit")
+    return faces, root / "audit"
+
+
+def auditor(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Run the `auditor` command in a subprocess, as a user would."""
+    return subprocess.run([sys.executable, "-m", "auditor.cli", *map(str, args)], capture_output=True, text=True,
+                          input=stdin, timeout=120)
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit code 2 and one line on stderr holding every fragment, no traceback."""
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr, r.stderr
+    for fragment in fragments:
+        assert fragment in r.stderr, r.stderr
+
+
+# ways to spoil AUDIT/reviews.sqlite: bytes that are no database, another program's database, a newer schema,
+# decisions made on another version of the dataset
+
+
+def corrupt(audit):
+    (audit / "reviews.sqlite").write_bytes(b"this is not a database, just some bytes " * 100)
+
+
+def foreign(audit):
+    con = sqlite3.connect(audit / "reviews.sqlite")
+    con.execute("CREATE TABLE photos (name TEXT)")
+    con.commit()
+    con.close()
+
+
+def newer_schema(audit):
+    ReviewStore(audit).record("face_0000", 0, "accept")
+    con = sqlite3.connect(audit / "reviews.sqlite")
+    con.execute("UPDATE schema_version SET version = 2")
+    con.commit()
+    con.close()
+
+
+def other_dataset_version(audit):
+    ReviewStore(audit).record("face_0000", 0, "accept")
+    manifest = json.loads((audit / "manifest.json").read_text())
+    manifest["dataset"]["fingerprint"] = "f" * 64
+    (audit / "manifest.json").write_text(json.dumps(manifest))
+
+
+def move_first_point(pts):
+    """Another version of the labels: the first point of a .pts file moved."""
+    lines = pts.read_text().splitlines()
+    assert lines[2] == "{"
+    lines[3] = "10.5 10.5"
+    pts.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,236 @@
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+from audit_fixture import (
+    OFFSET,
+    assert_one_line_error,
+    auditor,
+    build_audit,
+    corrupt,
+    move_first_point,
+    other_dataset_version,
+    write_audit,
+)
+
+from auditor.audit_dir import load_audit
+from auditor.errors import InputError
+from auditor.export import CSV_COLUMNS, corrections, export_corrections
+from auditor.io import read_dataset, write_dataset
+from auditor.review import ReviewStore
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return build_audit(tmp_path_factory.mktemp("base"))
+
+
+@pytest.fixture
+def audit(base, tmp_path):
+    shutil.copytree(base[1], tmp_path / "audit")
+    return tmp_path / "audit"
+
+
+def decide(audit):
+    """An edit, an accept, a reject (all on issues) and an accept of a point whose search failed."""
+    store = ReviewStore(audit)
+    store.record("face_0000", 0, "edit", x=30.0, y=40.0, reviewer="ann")   # issue
+    store.record("face_0000", 11, "accept", reviewer="ann")                # issue, no stored position
+    store.record("face_0000", 22, "reject", reviewer="ann")                # issue
+    store.record("face_0000", 1, "accept", reviewer="bob")                 # searched is NaN: the prediction
+    return store
+
+
+def test_selections_sources_and_columns(audit):
+    decide(audit)
+    a = load_audit(audit)
+    latest = ReviewStore(audit).latest()
+    accepted = corrections(a, latest, only="accepted").set_index("point")
+    assert list(accepted.index) == [0, 1, 11]
+    assert tuple(accepted.loc[0, ["x_corrected", "y_corrected", "source", "decision"]]) == (30.0, 40.0, "edited",
+                                                                                          "edit")
+    human = a.points.set_index(["image_id", "point"])
+    np.testing.assert_allclose(accepted.loc[11, ["dx", "dy"]].astype(float), OFFSET)
+    assert accepted.loc[11, "source"] == "searched"
+    assert accepted.loc[1, "source"] == "predicted"
+    assert accepted.loc[1, "x_corrected"] == human.loc[("face_0000", 1), "x_pred"]
+    normaliser = a.images.set_index("image_id").normaliser["face_0000"]
+    assert accepted.loc[11, "displacement_nme"] == pytest.approx(np.hypot(*OFFSET) / normaliser)
+    issues = corrections(a, latest, only="issues")
+    assert len(issues) == a.points.is_label_issue.sum() and issues.is_label_issue.all()
+    rejected = issues.set_index(["image_id", "point"]).loc[("face_0000", 22)]
+    assert rejected.decision == "reject" and rejected.source == "searched" and rejected.dx == OFFSET[0]
+    undecided = issues[issues.decision == ""]
+    assert len(undecided) == len(issues) - 3 and (undecided.source == "searched").all()
+    assert len(corrections(a, latest, only="all")) == len(a.points)
+    with pytest.raises(InputError, match="unknown selection"):
+        corrections(a, latest, only="some")
+
+
+def test_csv(audit, tmp_path):
+    decide(audit)
+    summary = export_corrections(audit, out=tmp_path / "c.csv", only="issues")
+    table = pd.read_csv(tmp_path / "c.csv", keep_default_na=False)
+    assert tuple(table.columns) == CSV_COLUMNS and len(table) == summary["rows"]
+    edited = table[table.decision == "edit"].iloc[0]
+    assert (edited.image_id, edited.image_path, edited.point, edited.x_corrected, edited.reviewer) == (
+        "face_0000", "face_0000.jpg", 0, 30.0, "ann")
+    assert edited.decided_at.endswith("+00:00") and (table.decided_at[table.decision == ""] == "").all()
+
+
+@pytest.mark.parametrize("fmt", ["pts", "csv", "coco"])
+def test_write_labels_round_trip(base, audit, tmp_path, fmt):
+    decide(audit)
+    out = tmp_path / "corrected"
+    summary = export_corrections(audit, labels_dir=out, format=fmt)
+    assert summary["applied"] == 3 and "table" not in summary
+    original = read_dataset(base[0])
+    back = read_dataset(summary["labels"])
+    assert back.image_ids == original.image_ids
+    expected = original.landmarks.copy()
+    points = load_audit(audit).points.set_index(["image_id", "point"])
+    expected[0, 0] = (30.0, 40.0)
+    expected[0, 11] += OFFSET
+    expected[0, 1] = points.loc[("face_0000", 1), ["x_pred", "y_pred"]].to_numpy(dtype=float)
+    np.testing.assert_allclose(back.landmarks, expected, atol=1e-6)
+    assert [p.resolve() for p in back.image_paths] == [p.resolve() for p in original.image_paths]
+
+
+def test_write_labels_refuses_the_input_location_and_a_changed_dataset(tmp_path):
+    faces, audit = build_audit(tmp_path)
+    decide(audit)
+    for out in (faces, faces / "sub"):
+        with pytest.raises(InputError, match="input dataset's location"):
+            export_corrections(audit, out=tmp_path / "c.csv", labels_dir=out)
+    assert not (tmp_path / "c.csv").exists()  # checked before anything is written
+    r = auditor("export-corrections", audit, "--write-labels", faces)
+    assert_one_line_error(r, "--in-place")
+    move_first_point(faces / "face_0003.pts")
+    with pytest.raises(InputError, match="the dataset changed since the audit"):
+        export_corrections(audit, labels_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_in_place_backs_up_first(tmp_path):
+    faces, audit = build_audit(tmp_path)
+    decide(audit)
+    before = {p.name: p.read_text() for p in faces.glob("*.pts")}
+    summary = export_corrections(audit, in_place=True)
+    backup = summary["backup"]
+    assert backup.parent == faces.parent and backup.name.startswith("faces.backup-")
+    assert {p.name: p.read_text() for p in backup.glob("*.pts")} == before
+    after = read_dataset(faces)
+    assert after.landmarks[0, 0].tolist() == [30.0, 40.0]
+    assert {p.name for p in faces.glob("*.pts") if p.read_text() != before[p.name]} == {"face_0000.pts"}
+
+
+def test_in_place_for_an_annotation_file(tmp_path):
+    faces, _ = build_audit(tmp_path)
+    ds = read_dataset(faces)
+    table = write_dataset(ds, tmp_path / "csvset" / "faces.csv", format="csv")
+    write_audit(read_dataset(table), table, tmp_path / "csv_audit", fmt="csv")
+    decide(tmp_path / "csv_audit")
+    original = table.read_text()
+    with pytest.raises(InputError, match="--in-place writes the input's format"):
+        export_corrections(tmp_path / "csv_audit", in_place=True, format="coco")
+    summary = export_corrections(tmp_path / "csv_audit", in_place=True)
+    assert summary["backup"].parent == table.parent and summary["backup"].read_text() == original
+    after = read_dataset(table)
+    assert after.image_ids == ds.image_ids and after.landmarks[0, 0].tolist() == [30.0, 40.0]
+    np.testing.assert_allclose(after.landmarks[1:], ds.landmarks[1:], atol=1e-6)
+
+
+def test_fiftyone_and_labelstudio_coordinates(audit, tmp_path):
+    decide(audit)
+    export_corrections(audit, out=tmp_path / "fo.json", format="fiftyone")
+    fo = json.loads((tmp_path / "fo.json").read_text())
+    assert fo["media_type"] == "image" and len(fo["samples"]) == 1  # only face_0000 has accepted points
+    sample = fo["samples"][0]
+    assert sample["filepath"].endswith("face_0000.jpg") and os.path.isabs(sample["filepath"])
+    assert sample["tags"] == ["needs_review"] and sample["metadata"]["width"] == 128
+    face = sample["keypoints"]["keypoints"][0]
+    assert face["_cls"] == "Keypoint" and face["image_id"] == "face_0000" and len(face["points"]) == 68
+    assert face["points"][0] == [30.0 / 128, 40.0 / 128]
+    human = read_dataset(load_audit(audit).manifest["dataset"]["path"]).landmarks[0]
+    np.testing.assert_allclose(sample["human"]["keypoints"][0]["points"], human / 128)
+    np.testing.assert_allclose(face["points"][5], human[5] / 128)  # not exported: the label
+
+    export_corrections(audit, out=tmp_path / "ls.json", format="labelstudio", only="issues")
+    tasks = json.loads((tmp_path / "ls.json").read_text())
+    assert len(tasks) == 6 and {t["data"]["image_ids"][0] for t in tasks} == {f"face_{i:04d}" for i in range(6)}
+    result = tasks[0]["predictions"][0]["result"]
+    edited = next(r for r in result if r["id"] == "face_0000/0")
+    assert edited["type"] == "keypointlabels" and (edited["from_name"], edited["to_name"]) == ("keypoints", "image")
+    assert (edited["original_width"], edited["original_height"]) == (128, 128)
+    assert edited["value"]["x"] == pytest.approx(100 * 30.0 / 128)
+    assert edited["value"]["y"] == pytest.approx(100 * 40.0 / 128)
+    assert edited["value"]["keypointlabels"] == ["jaw_0"]
+
+
+def test_option_errors(audit, tmp_path):
+    for kwargs, message in (({}, "no output"), ({"format": "pts"}, "--write-labels"),
+                            ({"format": "fiftyone", "labels_dir": tmp_path / "x"}, "-o FILE"),
+                            ({"out": tmp_path / "c.csv", "format": "xml"}, "unknown format")):
+        with pytest.raises(InputError, match=message):
+            export_corrections(audit, **kwargs)
+
+
+KILLED_EXPORT = textwrap.dedent("""
+    import sys, time
+    import pandas as pd
+    from auditor.export import export_corrections
+
+    def stalled_to_csv(self, f, **kwargs):  # writes half a table, then hangs until killed
+        f.write("image_id,half a table\\n")
+        f.flush()
+        print("writing", flush=True)
+        time.sleep(300)
+
+    pd.DataFrame.to_csv = stalled_to_csv
+    export_corrections(sys.argv[1], out=sys.argv[2], only="all")
+""")
+
+
+def test_sigkill_during_export_leaves_the_previous_output(audit, tmp_path):
+    out = tmp_path / "c.csv"
+    export_corrections(audit, out=out, only="all")
+    previous = out.read_bytes()
+    decide(audit)
+    child = subprocess.Popen([sys.executable, "-c", KILLED_EXPORT, str(audit), str(out)], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout.readline().strip() == "writing"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    assert out.read_bytes() == previous
+    export_corrections(audit, out=out, only="all")  # and the next export replaces it
+    assert (pd.read_csv(out).decision == "edit").sum() == 1
+
+
+@pytest.mark.parametrize(("damage", "expected"), [(corrupt, "not a SQLite database"),
+                                                  (other_dataset_version, "another version of the dataset")])
+def test_cli_bad_reviews_one_line_exit_2(audit, tmp_path, damage, expected):
+    damage(audit)
+    assert_one_line_error(auditor("export-corrections", audit, "-o", tmp_path / "c.csv"), expected, "reviews.sqlite")
+    assert not (tmp_path / "c.csv").exists()
+
+
+def test_cli_export(audit, tmp_path):
+    assert_one_line_error(auditor("export-corrections", tmp_path / "nope", "-o", tmp_path / "c.csv"),
+                          "no such audit directory")
+    decide(audit)
+    r = auditor("export-corrections", audit, "-o", tmp_path / "c.csv", "--write-labels", tmp_path / "labels",
+                "--format", "csv")
+    assert r.returncode == 0, r.stderr
+    assert "wrote 3 points" in r.stdout and "applied 3" in r.stdout
+    assert len(pd.read_csv(tmp_path / "c.csv")) == 3
+    assert read_dataset(tmp_path / "labels" / "annotations.csv").landmarks[0, 0].tolist() == [30.0, 40.0]

@@ -1,0 +1,181 @@
+import json
+import multiprocessing
+import shutil
+import sqlite3
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+from audit_fixture import (
+    OFFSET,
+    assert_one_line_error,
+    auditor,
+    build_audit,
+    corrupt,
+    foreign,
+    newer_schema,
+    other_dataset_version,
+)
+
+from auditor.audit_dir import load_audit
+from auditor.errors import InputError
+from auditor.review import ReviewStore, bulk_decisions, select_points
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return build_audit(tmp_path_factory.mktemp("base"))
+
+
+@pytest.fixture
+def audit(base, tmp_path):
+    shutil.copytree(base[1], tmp_path / "audit")
+    return tmp_path / "audit"
+
+
+def test_latest_decision_wins_and_history_keeps_all(audit):
+    store = ReviewStore(audit)
+    assert not store.path.exists() and store.latest().empty  # no file until the first decision
+    store.record("face_0001", 3, "reject", reviewer="ann")
+    store.record("face_0001", 3, "edit", x=10.0, y=20.5, reviewer="bob", note="eye corner")
+    store.record("face_0002", 0, "accept")
+    latest = store.latest()
+    assert len(latest) == 2
+    row = latest.set_index(["image_id", "point"]).loc[("face_0001", 3)]
+    assert (row.decision, row.x, row.y, row.reviewer, row.note) == ("edit", 10.0, 20.5, "bob", "eye corner")
+    assert np.isnan(latest.set_index("image_id").loc["face_0002", "x"])
+    history = store.history("face_0001", 3)
+    assert list(history.decision) == ["reject", "edit"] and history.id.is_monotonic_increasing
+    stamp = datetime.fromisoformat(history.created_at[0])
+    assert stamp.utcoffset() == timedelta(0) and len(history.created_at[0].split(".")[1]) == len("123456+00:00")
+
+
+def test_schema_wal_and_fingerprint(audit):
+    ReviewStore(audit).record("face_0000", 0, "accept")
+    con = sqlite3.connect(audit / "reviews.sqlite")
+    assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert con.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    fingerprint = json.loads((audit / "manifest.json").read_text())["dataset"]["fingerprint"]
+    assert con.execute("SELECT value FROM meta WHERE key = 'dataset_fingerprint'").fetchone() == (fingerprint,)
+    with pytest.raises(sqlite3.IntegrityError):  # the table itself refuses an unknown decision
+        con.execute("INSERT INTO decisions (image_id, point, decision, reviewer, created_at) "
+                    "VALUES ('a', 0, 'maybe', 'r', 't')")
+
+
+def test_bad_decisions_are_refused(audit):
+    store = ReviewStore(audit)
+    for kwargs in ({"decision": "maybe"}, {"decision": "edit"}, {"decision": "edit", "x": 1.0},
+                   {"decision": "edit", "x": np.inf, "y": 1.0}, {"decision": "accept", "point": -1}):
+        with pytest.raises(ValueError):
+            store.record(kwargs.pop("image_id", "face_0000"), kwargs.pop("point", 0), **kwargs)
+    assert store.latest().empty
+
+
+def test_bulk_and_progress(audit):
+    points = load_audit(audit).points
+    selected = select_points(points, "issue_type == 'gross_error' and label_score < 0.2")
+    assert len(selected) > 0 and (selected.label_score < 0.2).all()
+    store = ReviewStore(audit)
+    assert store.record_many(bulk_decisions(selected, "accept", reviewer="bulk", note="q1")) == len(selected)
+    latest = store.latest()
+    assert (latest.decision == "accept").all() and (latest.note == "q1").all()
+    merged = latest.merge(points, on=["image_id", "point"])
+    np.testing.assert_allclose(merged[["x", "y"]].to_numpy(), merged[["x_searched", "y_searched"]].to_numpy())
+    issues = points[points.is_label_issue]
+    store.record(issues.image_id.iloc[-1], int(issues.point.iloc[-1]), "reject")
+    progress = store.progress(issues)
+    decided = len(selected) + 1
+    assert progress == {"total": len(issues), "decided": decided, "remaining": len(issues) - decided,
+                        "accept": len(selected), "reject": 1, "edit": 0}
+    assert store.progress(1000)["decided"] == len(selected) + 1
+
+
+@pytest.mark.parametrize("query", ["label_score <", "no_such_column > 1", "label_score", ""])
+def test_invalid_queries(audit, query):
+    with pytest.raises(InputError, match="invalid query") as e:
+        select_points(load_audit(audit).points, query)
+    assert "\n" not in str(e.value)
+
+
+def _decide_many(audit, reviewer, n):
+    store = ReviewStore(audit)
+    for i in range(n):
+        store.record(f"face_{i % 6:04d}", i % 68, ("accept", "reject", "edit")[i % 3], x=float(i), y=float(i),
+                     reviewer=reviewer)
+
+
+def test_two_processes_lose_no_decision(audit):
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_decide_many, args=(audit, f"r{j}", 500)) for j in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    assert [w.exitcode for w in workers] == [0, 0]
+    con = sqlite3.connect(audit / "reviews.sqlite")
+    assert dict(con.execute("SELECT reviewer, COUNT(*) FROM decisions GROUP BY reviewer")) == {"r0": 500, "r1": 500}
+    ids = [i for (i,) in con.execute("SELECT id FROM decisions ORDER BY id")]
+    assert ids == list(range(1, 1001))
+
+
+BAD_REVIEWS = [(corrupt, "not a SQLite database"), (foreign, "not a reviews database"),
+               (newer_schema, "reviews schema version 2"), (other_dataset_version, "another version of the dataset")]
+
+
+@pytest.mark.parametrize(("damage", "expected"), BAD_REVIEWS)
+def test_bad_review_files_are_refused(audit, damage, expected):
+    damage(audit)
+    with pytest.raises(InputError, match=expected) as e:
+        ReviewStore(audit).record("face_0000", 1, "reject")
+    assert "reviews.sqlite" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(("damage", "expected"), BAD_REVIEWS)
+def test_cli_bad_review_files_one_line_exit_2(audit, damage, expected):
+    damage(audit)
+    r = auditor("review", audit, "--accept-where", "label_score < 0.2", "--dry-run")
+    assert_one_line_error(r, expected, "reviews.sqlite")
+
+
+def test_cli_missing_audit_and_bad_query(audit, tmp_path):
+    assert_one_line_error(auditor("review", tmp_path / "nope", "--accept-where", "point == 1"),
+                          "no such audit directory")
+    r = auditor("review", audit, "--accept-where", "label_score <<< 0.2", "--dry-run")
+    assert_one_line_error(r, "invalid query", "label_score <<< 0.2")
+    assert_one_line_error(auditor("review", audit, "--dry-run"), "--accept-where")
+
+
+def test_cli_dry_run_confirm_and_yes(audit):
+    query = "issue_type == 'gross_error' and label_score < 0.2"
+    points = load_audit(audit).points
+    expected = len(points.query(query))
+    r = auditor("review", audit, "--accept-where", query, "--dry-run")
+    assert r.returncode == 0 and f"{expected} points match" in r.stdout
+    assert not (audit / "reviews.sqlite").exists()
+    r = auditor("review", audit, "--accept-where", query, stdin="n\n")
+    assert r.returncode != 0 and not (audit / "reviews.sqlite").exists()
+    r = auditor("review", audit, "--accept-where", query, "--reviewer", "cli", "--note", "bulk", stdin="y\n")
+    assert r.returncode == 0, r.stderr
+    latest = ReviewStore(audit).latest()
+    assert len(latest) == expected and set(latest.reviewer) == {"cli"} and set(latest.decision) == {"accept"}
+    # decided points are skipped unless --overwrite; a reject then supersedes the accepts
+    r = auditor("review", audit, "--reject-where", query, "--yes")
+    assert r.returncode == 0 and "0 points match" in r.stdout and f"{expected} already decided" in r.stdout
+    r = auditor("review", audit, "--reject-where", query, "--yes", "--overwrite")
+    assert r.returncode == 0, r.stderr
+    latest = ReviewStore(audit).latest()
+    assert set(latest.decision) == {"reject"} and latest.x.isna().all()
+    assert len(ReviewStore(audit).history("face_0000", 0)) == 2
+
+
+def test_accept_stores_the_searched_position(audit):
+    points = load_audit(audit).points
+    rows = bulk_decisions(points.iloc[[0]], "accept")
+    assert rows[0]["x"] == pytest.approx(points.x_human[0] + OFFSET[0])
+    assert "x" not in bulk_decisions(points.iloc[[0]], "reject")[0]
+
+
+def test_help():
+    for command in ("review", "export-corrections"):
+        r = auditor(command, "--help")
+        assert r.returncode == 0 and "Usage" in r.stdout
