@@ -47,3 +47,35 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` atomically."""
     with atomic_open(path, "wb") as f:
         f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path, *, carry: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Yield a temp directory beside `path`; on a clean exit it replaces `path` whole, else it is removed.
+
+    Files named in `carry` (e.g. a review database) are copied from the old directory into the new one first;
+    the old directory is removed only once the new one is in place.
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            if not path.is_dir():
+                raise FileExistsError(f"{path} exists and is not a directory")
+            for name in carry:
+                if (path / name).exists() and not (tmp / name).exists():
+                    shutil.copy2(path / name, tmp / name)
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

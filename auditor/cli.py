@@ -178,6 +178,180 @@ def train(
                + (", ".join(f"{s:.3f}" for s in shifts) or "none"))
 
 
+@app.command()
+def audit(
+    data: Annotated[Path, typer.Argument(help="The dataset to audit (any supported format).")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="A checkpoint written by `auditor train`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The audit directory to write (replaced atomically; "
+                                                          "its review decisions are kept).")],
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ... (default: cuda when present).")] = "auto",
+    batch_size: Annotated[int, typer.Option(min=1, help="Faces per model batch.")] = 32,
+    shard: Annotated[str | None, typer.Option(help="Audit only shard i of n (i/n, contiguous blocks of faces); "
+                                                   "join the shards with `auditor merge`.")] = None,
+    format: FormatOpt = None,
+    scheme: SchemeOpt = None,
+    skip_bad: SkipBadOpt = False,
+    images_root: ImagesOpt = None,
+) -> None:
+    """Measure, score and type every label of a dataset with a trained model; write an audit directory."""
+    from auditor.audit import parse_shard, run_audit
+
+    parsed = None if shard is None else parse_shard(shard)
+    ds = _read(data, format, scheme, skip_bad, images_root)
+    source = {"path": str(data.resolve()), "images_root": None if images_root is None else str(images_root.resolve())}
+    try:
+        manifest = run_audit(ds, model, out, source=source, device=device, batch_size=batch_size, shard=parsed)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: {out} was left as it was", err=True)
+        raise SystemExit(130) from None
+    _echo_counts(manifest, out)
+
+
+def _echo_counts(manifest: dict, out: Path) -> None:
+    counts, timing = manifest["counts"], manifest["timing"]
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(counts["issue_types"].items())) or "none"
+    typer.echo(f"audited {counts['faces']} faces ({counts['points']} labels) in {timing['seconds']:.1f} s "
+               f"({timing['faces_per_second']:.1f} faces/s): {counts['label_issues']} label issues in "
+               f"{counts['faces_with_issues']} faces; by type: {kinds}")
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+def merge(
+    shards: Annotated[list[Path], typer.Argument(help="The shard audits (written with --shard i/n), all n of them.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The merged audit directory to write.")],
+) -> None:
+    """Join the shard audits of one dataset and model into one audit, re-scored over all faces."""
+    from auditor.audit import merge_audits
+
+    _echo_counts(merge_audits(shards, out), out)
+
+
+@app.command()
+def evaluate(
+    audit_dir: Annotated[Path, typer.Argument(metavar="AUDIT", help="An audit directory.")],
+    noise: Annotated[Path, typer.Option(help="The planted-noise table (noise.csv from `auditor synth` or "
+                                             "`auditor plant-noise`).")],
+    truth: Annotated[Path | None, typer.Option(help="The true labels (e.g. OUT/truth): adds the error vs truth "
+                                                    "of the human, searched and predicted positions.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the tables as one JSON object.")] = False,
+) -> None:
+    """Measure how well an audit finds planted errors: AUROC, AP and recall at 90 % precision per error kind."""
+    import pandas as pd
+
+    from auditor.audit_dir import load_manifest
+    from auditor.evaluate import detection_table, read_noise, swap_table, truth_table
+
+    load_manifest(audit_dir)
+    points = pd.read_parquet(audit_dir / "points.parquet")
+    images = pd.read_parquet(audit_dir / "images.parquet")
+    table = read_noise(noise)
+    detection = detection_table(points, table)
+    swaps = swap_table(images, table)
+    near = None
+    if truth is not None:
+        near = truth_table(points, images, _read(truth, None, None, False, None), table)
+    if as_json:
+        typer.echo(json.dumps({"detection": detection.to_dict("records"), "swaps": swaps,
+                               "truth": None if near is None else near.to_dict("records")}))
+        return
+    typer.echo(detection.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    typer.echo(f"swapped faces: {swaps['swapped_faces']}, found {swaps['swap_found']:.1%}, "
+               f"other faces flagged {swaps['swap_false_flags']:.2%}")
+    keys = {}
+    ours = detection[detection["scorer"] == "auditor"]
+    for row in ours.itertuples():
+        keys[f"{row.kind}_auroc"] = row.auroc
+        keys[f"{row.kind}_ap"] = row.ap
+    for scorer, prefix in (("prediction", "prediction"), ("shape model", "shape")):
+        pooled = detection[(detection["scorer"] == scorer) & (detection["kind"] == "all")]
+        if len(pooled):
+            keys[f"{prefix}_all_auroc"] = pooled["auroc"].iloc[0]
+            keys[f"{prefix}_all_ap"] = pooled["ap"].iloc[0]
+    keys.update(swap_found=swaps["swap_found"], swap_false_flags=swaps["swap_false_flags"])
+    if near is not None:
+        typer.echo("mean error vs truth (NME); *_clean: points without a planted error")
+        typer.echo(near.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        by = near.set_index("position")
+        keys["contour_ratio"] = by.loc["searched", "contour_clean"] / by.loc["human", "contour_clean"]
+    typer.echo(" ".join(f"{k}={v:.4f}" for k, v in keys.items()))
+
+
+@app.command()
+def review(
+    audit: Annotated[Path, typer.Argument(help="The audit directory (written by `auditor audit`).")],
+    accept_where: Annotated[str | None, typer.Option(
+        "--accept-where", help="Accept the proposed (searched) position of every labelled point for which this "
+                               "pandas query over points.parquet's columns is true, e.g. \"issue_type == "
+                               "'gross_error' and label_score < 0.2\".")] = None,
+    reject_where: Annotated[str | None, typer.Option(
+        "--reject-where", help="Reject the proposal of every labelled point matching this query (the label "
+                               "stays).")] = None,
+    reviewer: Annotated[str | None, typer.Option(help="Reviewer name recorded with each decision (default: your "
+                                                      "login name).")] = None,
+    note: Annotated[str | None, typer.Option(help="A note recorded with each decision.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Also decide points that already have a decision "
+                                                                "(the new one supersedes it).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print how many points match; record "
+                                                            "nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Record without asking for confirmation.")] = False,
+) -> None:
+    """Accept or reject in bulk the points a query selects; decisions go to AUDIT/reviews.sqlite."""
+    from auditor.audit_dir import load_audit
+    from auditor.review import ReviewStore, bulk_decisions, select_points, undecided
+
+    if (accept_where is None) == (reject_where is None):
+        raise InputError("give exactly one of --accept-where and --reject-where")
+    decision, where = ("accept", accept_where) if accept_where is not None else ("reject", reject_where)
+    store = ReviewStore(audit)
+    points = load_audit(audit).points
+    selected = select_points(points, where)
+    todo = selected if overwrite else undecided(selected, store.latest())
+    typer.echo(f"{len(todo)} points match ({int(todo.is_label_issue.sum())} flagged as issues, "
+               f"{todo.image_id.nunique()} faces)" + ("" if len(todo) == len(selected) else
+                                                     f"; {len(selected) - len(todo)} already decided, skipped "
+                                                     "(--overwrite decides them again)"))
+    if dry_run or todo.empty:
+        return
+    if not yes:
+        typer.confirm(f"record '{decision}' for these {len(todo)} points?", abort=True)
+    count = store.record_many(bulk_decisions(todo, decision, reviewer=reviewer, note=note))
+    progress = store.progress(points[points.is_label_issue])
+    typer.echo(f"recorded {count} '{decision}' decisions in {store.path}; issues decided: {progress['decided']} of "
+               f"{progress['total']}")
+
+
+@app.command("export-corrections")
+def export_corrections_cmd(
+    audit: Annotated[Path, typer.Argument(help="The audit directory (written by `auditor audit`).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="The corrections table to write: CSV, or the JSON "
+                                                                 "of --format fiftyone / labelstudio.")] = None,
+    only: Annotated[str, typer.Option(help="Which points: accepted (latest decision accept or edit), issues (the "
+                                           "audit's, decided or not, with their proposals) or all (every labelled "
+                                           "point).")] = "accepted",
+    write_labels: Annotated[Path | None, typer.Option(
+        "--write-labels", help="Also write the whole dataset, with the accepted and edited corrections applied, into "
+                               "this folder (in --format, else the input's).")] = None,
+    format: Annotated[str | None, typer.Option(
+        "--format", "-f", help="fiftyone or labelstudio: what -o holds instead of CSV; pts, wflw, csv or coco: the "
+                               "format of --write-labels (default: the input's).")] = None,
+    in_place: Annotated[bool, typer.Option(
+        "--in-place", help="Write the corrected labels over the input dataset, after copying its annotation "
+                           "file(s) to a timestamped backup beside them.")] = False,
+) -> None:
+    """Export the reviewed corrections: a CSV (or FiftyOne / Label Studio JSON) and, optionally, corrected labels."""
+    from auditor.export import export_corrections
+
+    summary = export_corrections(audit, out=out, only=only, format=format, labels_dir=write_labels,
+                                 in_place=in_place)
+    if "table" in summary:
+        typer.echo(f"wrote {summary['rows']} points of {summary['faces']} faces to {summary['table']}")
+    if "labels" in summary:
+        typer.echo(f"applied {summary['applied']} accepted or edited corrections; corrected labels: "
+                   f"{summary['labels']}" + (f" (original backed up to {summary['backup']})"
+                                             if summary["backup"] else ""))
+
+
 def main() -> None:
     """Entry point: bad input prints one line and exits with code 2, no traceback; usage errors exit 2 too."""
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -65,6 +66,12 @@ class Dataset:
     def normaliser(self) -> np.ndarray:
         """(N,) the scheme's NME normaliser of each face in image pixels."""
         return self.scheme.normaliser(self.landmarks, self.boxes)
+
+    def fingerprint(self) -> str:
+        """sha256 (hex) of the face ids and human labels: another version of the labels gets another fingerprint."""
+        digest = hashlib.sha256("\n".join(self.image_ids).encode())
+        digest.update(np.ascontiguousarray(np.round(self.landmarks, 4), dtype="<f8").tobytes())
+        return digest.hexdigest()
 
     def with_landmarks(self, landmarks: np.ndarray) -> Dataset:
         """A copy of this dataset holding other landmarks (N, K, 2), same faces and order."""

@@ -1,0 +1,313 @@
+"""The audit: model + search + heatmap shape measures + scoring -> the audit directory (docs/audit_format.md).
+
+Faces stream through in batches: the heatmaps of a batch are searched, measured, cut to the windows the
+app draws, written to a memory-mapped store and dropped, so memory grows only with the output tables.
+The scoring needs every face's residuals (each point's spread over the dataset), so it runs once at the
+end over the tables; `merge_audits` re-runs it over the union of shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import warnings
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from auditor import __version__
+from auditor.atomic import atomic_directory, atomic_write_text
+from auditor.audit_dir import FORMAT_VERSION, load_manifest
+from auditor.checkpoint import load_checkpoint, model_from_checkpoint
+from auditor.dataset import Dataset
+from auditor.errors import InputError
+from auditor.geometry import apply_affine
+from auditor.heatmaps import decode
+from auditor.inference import iterate_heatmaps
+from auditor.io import relative_image_path
+from auditor.schemes import LandmarkScheme, scheme_from_json
+from auditor.scoring import ScoringConfig, score_points
+from auditor.search import SearchConfig, clamped_patches, search
+from auditor.shape_stats import shape_stats
+
+REVIEW_FILES = ("reviews.sqlite", "reviews.sqlite-wal", "reviews.sqlite-shm")
+_MEASURES = ("mode_peak", "peak", "anisotropy", "angle", "gaussianity_human", "gaussianity_searched", "flat_hat",
+             "confidence", "search_gain")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' -> (i, n) with 0 <= i < n."""
+    index, sep, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i, n = -1, 0
+    if not sep or not 0 <= i < n:
+        raise InputError(f"expected a shard as i/n with 0 <= i < n, got {text!r}", field="--shard")
+    return i, n
+
+
+def shard_range(num_faces: int, index: int, count: int) -> tuple[int, int]:
+    """Faces [start, stop) of shard `index` of `count`: contiguous blocks, so shards concatenate in order."""
+    return index * num_faces // count, (index + 1) * num_faces // count
+
+
+def window_side(search_config: SearchConfig, heatmap_size: int) -> int:
+    """Side W of the stored heatmap window: the search window (17 at R = 64)."""
+    return 2 * search_config.window_half_width(heatmap_size) + 1
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 (hex) of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> CUDA when present, else CPU; anything else as torch names it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"unknown device {device!r}", field="--device") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("CUDA was asked for but is not available", field="--device")
+    return resolved
+
+
+def _measure(batch, landmarks: np.ndarray, search_config: SearchConfig, side: int) -> dict[str, np.ndarray]:
+    """Everything the audit keeps of one batch: positions (B, K, 2) in image px, measures (B, K), windows."""
+    heat = batch.ghcu_heatmaps
+    human_hm = torch.from_numpy(apply_affine(batch.to_heatmap, landmarks)).to(heat)
+    found = search(heat, human_hm, search_config)
+    pred_hm, confidence = decode(heat)
+    stats = shape_stats(heat, human_hm, search_config)
+    gain = found.score - (found.log_likelihood_at_label + found.log_prior_at_label)
+    # an empty patch at the label (no heatmap mass there at all) is the strongest verdict the heatmap gives
+    gain = torch.where(found.valid & torch.isnan(gain), torch.full_like(gain, 1e3), gain)
+    centre = torch.where(torch.isfinite(human_hm).all(-1, keepdim=True), human_hm, pred_hm)
+    mode, mode_peak = _local_mode(heat, human_hm, search_config.window_half_width(heat.shape[-1]))
+    windows, _ = clamped_patches(heat, centre, side)
+    origins = torch.floor(centre + 0.5) - side // 2
+    searched = np.where(found.valid[..., None].cpu().numpy(), found.searched.double().cpu().numpy(), np.nan)
+    out = {
+        "searched": batch.to_image(searched),
+        "pred": batch.to_image(pred_hm.double().cpu().numpy()),
+        "mode": batch.to_image(mode.double().cpu().numpy()), "mode_peak": mode_peak,
+        "peak": stats.peak, "anisotropy": stats.anisotropy, "angle": stats.angle,
+        "gaussianity_human": stats.gaussian_likeness, "gaussianity_searched": torch.exp(-found.distance_searched),
+        "flat_hat": stats.flat_hat_index, "confidence": confidence, "search_gain": gain,
+        "windows": windows.to(torch.float16), "origins": origins,
+    }
+    return {key: v.cpu().numpy() if isinstance(v, torch.Tensor) else v for key, v in out.items()}
+
+
+def _local_mode(heat: torch.Tensor, xy_hm: torch.Tensor, half: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The heatmap's highest pixel (B, K, 2) in the search window around each label, and its value (B, K)."""
+    side = 2 * half + 1
+    patches, inside = clamped_patches(heat, xy_hm, side)
+    value, arg = patches.flatten(-2).max(dim=-1)
+    offset = torch.stack([arg % side, arg // side], dim=-1).to(xy_hm) - half
+    mode = torch.floor(xy_hm + 0.5) + offset
+    ok = inside & (value > 0)
+    return torch.where(ok[..., None], mode, torch.nan), torch.where(ok, value, torch.nan)
+
+
+def _tables(ds: Dataset, faces: np.ndarray, parts: dict[str, np.ndarray]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Unscored points (len(faces)·K rows) and images tables from the stacked per-face measures."""
+    scheme, n, k = ds.scheme, len(faces), ds.num_points
+    human = ds.landmarks[faces]
+    norm = ds.normaliser()[faces]
+    searched, pred = parts["searched"], parts["pred"]
+    with np.errstate(invalid="ignore"):
+        to_searched = np.linalg.norm(searched - human, axis=-1) / norm[:, None]
+        to_pred = np.linalg.norm(pred - human, axis=-1) / norm[:, None]
+    ids = np.asarray(ds.image_ids, dtype=object)[faces]
+    columns = {
+        "image_id": np.repeat(ids, k),
+        "face": np.repeat(faces.astype(np.int32), k),
+        "point": np.tile(np.arange(k, dtype=np.int16), n),
+        "point_name": np.tile(np.asarray(scheme.point_names, dtype=object), n),
+        "group": np.tile(np.asarray(scheme.groups, dtype=object), n),
+        "is_contour": np.tile(scheme.contour_mask, n),
+        "x_human": human[..., 0].ravel(), "y_human": human[..., 1].ravel(),
+        "x_searched": searched[..., 0].ravel(), "y_searched": searched[..., 1].ravel(),
+        "x_pred": pred[..., 0].ravel(), "y_pred": pred[..., 1].ravel(),
+        "x_mode": parts["mode"][..., 0].ravel(), "y_mode": parts["mode"][..., 1].ravel(),
+        "searched_nme": to_searched.ravel(), "pred_err_nme": to_pred.ravel(),
+    }
+    for name in _MEASURES:
+        columns[name] = parts[name].astype(np.float32).ravel()
+    points = pd.DataFrame(columns)
+    for name in ("image_id", "point_name", "group"):
+        points[name] = points[name].astype("string")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a face without any label: an all-NaN row
+        images = pd.DataFrame({
+            "image_id": pd.array(ids, dtype="string"),
+            "face": faces.astype(np.int32),
+            "image_path": pd.array([str(relative_image_path(ds, i)) for i in faces], dtype="string"),
+            "normaliser": norm,
+            "nme_searched": np.nanmean(to_searched, axis=1),
+            "nme_pred": np.nanmean(to_pred, axis=1),
+        })
+    return points, images
+
+
+def _relative(path: str | None, audit_dir: Path) -> str | None:
+    """`path` relative to the audit directory, so an audit moved (or shipped) with its dataset still finds it."""
+    return None if path is None else os.path.relpath(Path(path).resolve(), audit_dir.resolve())
+
+
+def _dataset_info(ds: Dataset, source: dict, audit_dir: Path) -> dict:
+    return {"path": _relative(source.get("path"), audit_dir), "format": ds.source_format,
+            "images_root": _relative(source.get("images_root"), audit_dir), "scheme": ds.scheme.name,
+            "fingerprint": ds.fingerprint(), "faces": len(ds), "images": ds.num_images}
+
+
+def _counts(points: pd.DataFrame, images: pd.DataFrame) -> dict:
+    issues = points[points["is_label_issue"]]
+    return {"faces": len(images), "points": int(np.isfinite(points["x_human"]).sum()),
+            "label_issues": len(issues), "faces_with_issues": int((images["num_label_issues"] > 0).sum()),
+            "swapped_faces": int(images["swapped_sides"].sum()),
+            "issue_types": {str(k): int(v) for k, v in points["issue_type"].value_counts().items() if k}}
+
+
+def _write_tables(out: Path, points: pd.DataFrame, images: pd.DataFrame, manifest: dict) -> None:
+    points.to_parquet(out / "points.parquet", index=False)
+    images.to_parquet(out / "images.parquet", index=False)
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+
+
+def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: dict | None = None,
+              device: str = "auto", batch_size: int = 32, shard: tuple[int, int] | None = None,
+              search_config: SearchConfig | None = None, scoring: ScoringConfig | None = None,
+              progress: bool = True) -> dict:
+    """Audit every face of `ds` (or one shard) with a checkpoint; write the directory `out`; return its manifest."""
+    started = time.perf_counter()
+    search_config, scoring = search_config or SearchConfig(), scoring or ScoringConfig()
+    checkpoint = Path(checkpoint)
+    payload = load_checkpoint(checkpoint)
+    model, model_scheme = model_from_checkpoint(payload)
+    if model_scheme.num_points != ds.num_points:
+        raise InputError(f"the model predicts {model_scheme.num_points} points ({model_scheme.name}) but the "
+                         f"dataset has {ds.num_points} ({ds.scheme.name})", path=checkpoint)
+    if batch_size < 1:
+        raise InputError(f"batch size must be >= 1, got {batch_size}", field="--batch-size")
+    torch_device = resolve_device(device)
+    model.to(torch_device)
+    start, stop = (0, len(ds)) if shard is None else shard_range(len(ds), *shard)
+    faces = np.arange(start, stop)
+    if len(faces) == 0:
+        raise InputError(f"shard {shard[0]}/{shard[1]} of {len(ds)} faces is empty", field="--shard")
+    k, size = ds.num_points, model.config.heatmap_size
+    side = window_side(search_config, size)
+
+    with atomic_directory(out, carry=REVIEW_FILES) as tmp:
+        store = tmp / "heatmaps"
+        store.mkdir()
+        windows = np.lib.format.open_memmap(store / "windows.npy", mode="w+", dtype=np.float16,
+                                            shape=(len(faces), k, side, side))
+        origins = np.lib.format.open_memmap(store / "origins.npy", mode="w+", dtype=np.int16,
+                                            shape=(len(faces), k, 2))
+        affines = np.lib.format.open_memmap(store / "to_heatmap.npy", mode="w+", dtype=np.float64,
+                                            shape=(len(faces), 3, 3))
+        parts: dict[str, list[np.ndarray]] = {}
+        bar = tqdm(total=len(faces), desc="audit", unit="face", disable=None if progress else True)
+        try:
+            for batch in iterate_heatmaps(model, ds, indices=faces, batch_size=batch_size, device=torch_device):
+                measured = _measure(batch, ds.landmarks[batch.index], search_config, side)
+                rows = batch.index - start
+                windows[rows] = measured.pop("windows")
+                origins[rows] = measured.pop("origins")
+                affines[rows] = batch.to_heatmap
+                for key, value in measured.items():
+                    parts.setdefault(key, []).append(value)
+                bar.update(len(batch.index))
+        finally:
+            bar.close()
+        for array in (windows, origins, affines):
+            array.flush()
+        del windows, origins, affines
+        points, images = _tables(ds, faces, {key: np.concatenate(v) for key, v in parts.items()})
+        points, images = score_points(points, images, ds.scheme, scoring)
+        seconds = time.perf_counter() - started
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "tool_version": __version__,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "dataset": _dataset_info(ds, source or {}, Path(out)),
+            "scheme": ds.scheme.to_json(),
+            "model": {"path": str(checkpoint.resolve()), "sha256": file_sha256(checkpoint),
+                      "config": payload["config"]},
+            "search": {key: value for key, value in asdict(search_config).items() if key != "chunk_size"},
+            "scoring": scoring.to_json(),
+            "heatmaps": {"source": "ghcu", "window": side, "dtype": "float16", "heatmap_size": size,
+                         "bytes_per_face": k * side * side * 2},
+            "shard": None if shard is None else {"index": shard[0], "count": shard[1], "faces": [start, stop]},
+            "counts": _counts(points, images),
+            "timing": {"seconds": round(seconds, 2), "faces_per_second": round(len(faces) / seconds, 2),
+                       "device": str(torch_device)},
+        }
+        _write_tables(tmp, points, images, manifest)
+    return manifest
+
+
+def merge_audits(shards: list[Path], out: str | Path, *, scoring: ScoringConfig | None = None) -> dict:
+    """Concatenate the shard audits of one dataset and model into one audit, re-scored over all faces."""
+    manifests = [load_manifest(s) for s in shards]
+    first = manifests[0]
+    for path, m in zip(shards, manifests, strict=True):
+        if m.get("shard") is None:
+            raise InputError("not a shard (audited without --shard)", path=path)
+        for key, what in (("dataset", "fingerprint"), ("model", "sha256")):
+            if m[key][what] != first[key][what]:
+                raise InputError(f"another {key} than {shards[0]} ({what} differs)", path=path)
+    count = first["shard"]["count"]
+    order = sorted(range(len(shards)), key=lambda i: manifests[i]["shard"]["index"])
+    indices = [manifests[i]["shard"]["index"] for i in order]
+    if indices != list(range(count)) or any(m["shard"]["count"] != count for m in manifests):
+        raise InputError(f"expected shards 0..{count - 1} of {count} exactly once, got {sorted(indices)}",
+                         path=shards[0])
+    scheme: LandmarkScheme = scheme_from_json(first["scheme"], source="audit manifest")
+    scoring = scoring or ScoringConfig(**first["scoring"])
+    started = time.perf_counter()
+    with atomic_directory(out, carry=REVIEW_FILES) as tmp:
+        (tmp / "heatmaps").mkdir()
+        for name in ("windows.npy", "origins.npy", "to_heatmap.npy"):
+            arrays = [np.load(Path(shards[i]) / "heatmaps" / name, mmap_mode="r") for i in order]
+            merged = np.lib.format.open_memmap(tmp / "heatmaps" / name, mode="w+", dtype=arrays[0].dtype,
+                                               shape=(sum(len(a) for a in arrays),) + arrays[0].shape[1:])
+            row = 0
+            for a in arrays:
+                for lo in range(0, len(a), 256):
+                    chunk = a[lo:lo + 256]
+                    merged[row:row + len(chunk)] = chunk
+                    row += len(chunk)
+            merged.flush()
+            del merged, arrays
+        points = pd.concat([pd.read_parquet(Path(shards[i]) / "points.parquet") for i in order], ignore_index=True)
+        images = pd.concat([pd.read_parquet(Path(shards[i]) / "images.parquet") for i in order], ignore_index=True)
+        points, images = score_points(points, images, scheme, scoring)
+        seconds = sum(manifests[i]["timing"]["seconds"] for i in order) + time.perf_counter() - started
+        dataset = dict(first["dataset"])
+        for key in ("path", "images_root"):
+            if dataset.get(key) is not None:
+                dataset[key] = _relative(str(Path(shards[order[0]]) / dataset[key]), Path(out))
+        manifest = dict(first, dataset=dataset, created_at=datetime.now(UTC).isoformat(timespec="seconds"), shard=None,
+                        scoring=scoring.to_json(), counts=_counts(points, images),
+                        timing={"seconds": round(seconds, 2), "faces_per_second": round(len(images) / seconds, 2),
+                                "device": first["timing"]["device"], "merged_from": len(shards)})
+        _write_tables(tmp, points, images, manifest)
+    return manifest

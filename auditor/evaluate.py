@@ -1,0 +1,148 @@
+"""How well an audit finds planted label errors (and, with the truth, how close its positions are to it).
+
+Positives of a kind are the points that kind of error was planted on (`noise.csv`, from `auditor synth`
+or `auditor plant-noise`); negatives are the points no error was planted on (harmless slides and jitter
+count as negatives). Scorers, higher = more suspicious:
+- `auditor`: 1 - label_score;
+- `prediction`: the distance from the label to the model's prediction (`pred_err_nme`), the residual any
+  detector gives;
+- `shape model`: the residual of the label from a robust PCA shape model of the labels alone
+  (`shape_residual_nme`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from auditor.dataset import Dataset
+from auditor.errors import InputError
+from auditor.noise import ERROR_KINDS, NOISE_COLUMNS
+
+SCORERS = {"auditor": "label_score", "prediction": "pred_err_nme", "shape model": "shape_residual_nme"}
+
+
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of scores (n,) (higher = positive) for boolean labels (n,); ties count half."""
+    from scipy.stats import rankdata
+
+    n1 = int(positive.sum())
+    n0 = len(positive) - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _curve(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall at every distinct threshold, from the highest score down."""
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], positive[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the last index of each run of tied scores
+    tp = np.cumsum(y)[last]
+    flagged = last + 1
+    return tp / flagged, tp / max(int(positive.sum()), 1)
+
+
+def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Average precision: the sum over thresholds of precision times the recall gained there."""
+    if not positive.any():
+        return float("nan")
+    precision, recall = _curve(scores, positive)
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def recall_at_precision(scores: np.ndarray, positive: np.ndarray, precision: float = 0.9) -> float:
+    """The largest recall at any threshold whose precision is at least `precision` (0 if none)."""
+    if not positive.any():
+        return float("nan")
+    p, r = _curve(scores, positive)
+    ok = p >= precision
+    return float(r[ok].max()) if ok.any() else 0.0
+
+
+def read_noise(path: str | Path) -> pd.DataFrame:
+    """A noise table (image_id, point, kind, dx, dy, magnitude_nme), or an InputError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such noise file", path=path)
+    try:
+        table = pd.read_csv(path, dtype={"image_id": str})
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise InputError(f"unreadable noise table ({str(e).splitlines()[0]})", path=path) from None
+    missing = [c for c in NOISE_COLUMNS[:3] if c not in table.columns]
+    if missing:
+        raise InputError(f"not a noise table: missing column(s) {', '.join(missing)}", path=path)
+    return table
+
+
+def label_kinds(points: pd.DataFrame, noise: pd.DataFrame) -> np.ndarray:
+    """(len(points),) the error kind planted on each point, or '' where none was."""
+    errors = noise[noise["kind"].isin(ERROR_KINDS)]
+    keys = pd.MultiIndex.from_arrays([points["image_id"].astype(str), points["point"].astype(int)])
+    kinds = pd.Series(errors["kind"].to_numpy(), index=pd.MultiIndex.from_arrays(
+        [errors["image_id"].astype(str), errors["point"].astype(int)])).groupby(level=[0, 1]).first()
+    return kinds.reindex(keys).fillna("").to_numpy(dtype=object)
+
+
+def detection_table(points: pd.DataFrame, noise: pd.DataFrame) -> pd.DataFrame:
+    """One row per (scorer, kind): positives, AUROC, AP and recall at 90 % precision; kind 'all' pools them."""
+    labelled = np.isfinite(points["x_human"].to_numpy())
+    points = points[labelled]
+    kinds = label_kinds(points, noise)
+    if not (kinds != "").any():
+        raise InputError("no planted error in the noise table matches a point of the audit (other image ids?)")
+    negative = kinds == ""
+    rows = []
+    for scorer, column in SCORERS.items():
+        values = points[column].to_numpy(dtype=np.float64)
+        suspicion = 1 - values if column == "label_score" else values
+        suspicion = np.nan_to_num(suspicion, nan=0.0)
+        for kind in (*ERROR_KINDS, "all"):
+            positive = kinds != "" if kind == "all" else kinds == kind
+            if not positive.any():
+                continue
+            keep = positive | negative
+            s, y = suspicion[keep], positive[keep]
+            rows.append({"scorer": scorer, "kind": kind, "positives": int(y.sum()), "negatives": int((~y).sum()),
+                         "auroc": auroc(s, y), "ap": average_precision(s, y),
+                         "recall_at_90p": recall_at_precision(s, y)})
+    return pd.DataFrame(rows)
+
+
+def swap_table(images: pd.DataFrame, noise: pd.DataFrame) -> dict[str, float]:
+    """Faces with swapped sides planted: how many the audit flags, and how many other faces it flags."""
+    planted = set(noise.loc[noise["kind"] == "swap", "image_id"].astype(str))
+    truth = images["image_id"].astype(str).isin(planted).to_numpy()
+    flagged = images["swapped_sides"].to_numpy(dtype=bool)
+    return {"swapped_faces": int(truth.sum()),
+            "swap_found": float((flagged & truth).sum() / truth.sum()) if truth.any() else float("nan"),
+            "swap_false_flags": float((flagged & ~truth).sum() / max((~truth).sum(), 1))}
+
+
+def truth_table(points: pd.DataFrame, images: pd.DataFrame, truth: Dataset,
+                noise: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Mean error vs truth (NME) of the human, searched and predicted positions on contour and crisp points;
+    with `noise`, also over the points no error was planted on (`*_clean`: only harmless slides and jitter)."""
+    index = {face_id: i for i, face_id in enumerate(truth.image_ids)}
+    missing = [i for i in images["image_id"] if i not in index]
+    if missing:
+        raise InputError(f"{len(missing)} audited faces are not in the truth (e.g. '{missing[0]}')", path=truth.root)
+    rows = np.array([index[i] for i in points["image_id"]])
+    true_xy = truth.landmarks[rows, points["point"].to_numpy()]
+    norm = images.set_index("image_id")["normaliser"].reindex(points["image_id"]).to_numpy()
+    contour = points["is_contour"].to_numpy(dtype=bool)
+    clean = None if noise is None else label_kinds(points, noise) == ""
+    out = []
+    for what in ("human", "searched", "pred"):
+        xy = points[[f"x_{what}", f"y_{what}"]].to_numpy(dtype=np.float64)
+        err = np.linalg.norm(xy - true_xy, axis=1) / norm
+        row = {"position": {"pred": "predicted"}.get(what, what),
+               "contour": float(np.nanmean(err[contour])), "crisp": float(np.nanmean(err[~contour]))}
+        if clean is not None:
+            row.update(contour_clean=float(np.nanmean(err[contour & clean])),
+                       crisp_clean=float(np.nanmean(err[~contour & clean])))
+        out.append(row)
+    return pd.DataFrame(out)

@@ -1,0 +1,201 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from auditor import audit as audit_module
+from auditor.audit import merge_audits, parse_shard, run_audit, shard_range
+from auditor.checkpoint import save_checkpoint
+from auditor.errors import InputError
+from auditor.inference import iterate_heatmaps
+from auditor.io import read_dataset
+from auditor.model import LandmarkModel, get_preset
+from auditor.scoring import ISSUE_TYPES
+from auditor.synth import generate
+
+POINT_COLUMNS = ["image_id", "point", "point_name", "group", "x_human", "y_human", "x_searched", "y_searched",
+                 "x_pred", "y_pred", "searched_nme", "pred_err_nme", "tangential_nme", "normal_nme", "peak",
+                 "anisotropy", "angle", "gaussianity_human", "gaussianity_searched", "flat_hat", "label_score",
+                 "issue_type", "is_label_issue"]
+IMAGE_COLUMNS = ["image_id", "nme_searched", "nme_pred", "worst_point", "image_label_score", "num_label_issues",
+                 "swapped_sides", "swap_ratio"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audit")
+    generate(root / "syn", n=7, seed=5, size=96)
+    ds = read_dataset(root / "syn" / "faces")
+    torch.manual_seed(0)
+    model = LandmarkModel(ds.num_points, get_preset("tiny"))
+    save_checkpoint(root / "m.pt", model=model, scheme=ds.scheme, state={"stage": "done"})
+    whole = root / "whole"
+    run_audit(ds, root / "m.pt", whole, source={"path": str(root / "syn" / "faces")}, device="cpu", batch_size=3,
+              progress=False)
+    return root, ds, whole
+
+
+def test_audit_directory_has_every_column_and_a_consistent_store(setup):
+    root, ds, whole = setup
+    points = pd.read_parquet(whole / "points.parquet")
+    images = pd.read_parquet(whole / "images.parquet")
+    manifest = json.loads((whole / "manifest.json").read_text())
+    assert set(POINT_COLUMNS) <= set(points.columns) and set(IMAGE_COLUMNS) <= set(images.columns)
+    assert len(points) == 7 * 68 and len(images) == 7
+    assert list(points["image_id"][:68]) == [ds.image_ids[0]] * 68 and list(points["point"][:3]) == [0, 1, 2]
+    np.testing.assert_allclose(points[["x_human", "y_human"]].to_numpy().reshape(7, 68, 2), ds.landmarks)
+    scores = points["label_score"].to_numpy()
+    assert np.isfinite(scores).all() and (scores >= 0).all() and (scores <= 1).all()
+    assert set(points["issue_type"]) <= {"", *ISSUE_TYPES}
+    assert (points["is_label_issue"] == (points["issue_type"].isin(["gross_error", "off_contour", "swapped_sides"])
+                                         | (scores < manifest["scoring"]["issue_threshold"]))).all()
+    assert manifest["counts"]["faces"] == 7 and manifest["counts"]["label_issues"] == points["is_label_issue"].sum()
+    assert (whole / manifest["dataset"]["path"]).resolve() == (root / "syn" / "faces").resolve()
+    assert manifest["dataset"]["fingerprint"] == ds.fingerprint()
+    windows = np.load(whole / "heatmaps" / "windows.npy", mmap_mode="r")
+    side = manifest["heatmaps"]["window"]
+    assert windows.shape == (7, 68, side, side) and windows.dtype == np.float16 and side == 9  # R = 32: h = 4
+    assert manifest["heatmaps"]["bytes_per_face"] == windows[0].nbytes
+
+
+def test_store_holds_the_ghcu_heatmap_around_each_label(setup):
+    root, ds, whole = setup
+    windows = np.load(whole / "heatmaps" / "windows.npy")
+    origins = np.load(whole / "heatmaps" / "origins.npy")
+    to_hm = np.load(whole / "heatmaps" / "to_heatmap.npy")
+    from auditor.checkpoint import load_checkpoint, model_from_checkpoint
+
+    model, _ = model_from_checkpoint(load_checkpoint(root / "m.pt"))
+    batch = next(iterate_heatmaps(model, ds, batch_size=2))
+    np.testing.assert_allclose(to_hm[:2], batch.to_heatmap)
+    heat = batch.ghcu_heatmaps.clamp_min(0).numpy()
+    side = windows.shape[-1]
+    for n, k in [(0, 0), (1, 30), (1, 67)]:
+        x0, y0 = origins[n, k]
+        size = heat.shape[-1]
+        expected = np.zeros((side, side))
+        for i in range(side):
+            for j in range(side):
+                if 0 <= y0 + i < size and 0 <= x0 + j < size:
+                    expected[i, j] = heat[n, k, y0 + i, x0 + j]
+        np.testing.assert_allclose(windows[n, k], expected, atol=2e-3, rtol=2e-3)
+
+
+def test_shards_merge_into_the_whole_audit(setup, tmp_path):
+    root, ds, whole = setup
+    parts = []
+    for i in range(3):
+        parts.append(tmp_path / f"part{i}")
+        run_audit(ds, root / "m.pt", parts[-1], source={"path": str(root / "syn" / "faces")}, device="cpu",
+                  shard=(i, 3), progress=False)
+    assert json.loads((parts[1] / "manifest.json").read_text())["shard"]["faces"] == list(shard_range(7, 1, 3))
+    merged = tmp_path / "sub" / "merged"
+    manifest = merge_audits([parts[2], parts[0], parts[1]], merged)
+    a, b = pd.read_parquet(whole / "points.parquet"), pd.read_parquet(merged / "points.parquet")
+    # batches differ between the runs, so the convolutions' float sums do too (sub-pixel fits amplify that)
+    numeric = [c for c in a.columns if a[c].dtype.kind == "f"]
+    pd.testing.assert_frame_equal(a[numeric], b[numeric], check_exact=False, rtol=1e-2, atol=2e-3)
+    exact = [c for c in a.columns if c not in numeric and c not in ("issue_type", "is_label_issue")]
+    pd.testing.assert_frame_equal(a[exact], b[exact])
+    assert (a["issue_type"] == b["issue_type"]).mean() > 0.97
+    np.testing.assert_allclose(np.load(whole / "heatmaps" / "windows.npy").astype(np.float32),
+                               np.load(merged / "heatmaps" / "windows.npy").astype(np.float32), atol=2e-3)
+    assert manifest["shard"] is None and (merged / manifest["dataset"]["path"]).resolve() == (
+        root / "syn" / "faces").resolve()
+    with pytest.raises(InputError, match="exactly once"):
+        merge_audits([parts[0], parts[1]], tmp_path / "bad")
+    with pytest.raises(InputError, match="not a shard"):
+        merge_audits([parts[0], parts[1], whole], tmp_path / "bad")
+
+
+def test_rerun_keeps_reviews_and_an_interrupted_run_leaves_the_old_audit(setup, tmp_path, monkeypatch):
+    root, ds, _ = setup
+    out = tmp_path / "audit"
+    run_audit(ds, root / "m.pt", out, device="cpu", progress=False)
+    (out / "reviews.sqlite").write_bytes(b"decisions")
+    before = (out / "points.parquet").read_bytes()
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    real = audit_module._measure
+    monkeypatch.setattr(audit_module, "_measure", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(ds, root / "m.pt", out, device="cpu", batch_size=2, progress=False)
+    assert (out / "points.parquet").read_bytes() == before and (out / "reviews.sqlite").read_bytes() == b"decisions"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit"]  # no temp directory left behind
+    monkeypatch.setattr(audit_module, "_measure", real)
+    run_audit(ds, root / "m.pt", out, device="cpu", progress=False)
+    assert (out / "reviews.sqlite").read_bytes() == b"decisions"
+
+
+def test_missing_labels_get_no_score(setup, tmp_path):
+    root, ds, _ = setup
+    landmarks = ds.landmarks.copy()
+    visibility = ds.visibility.copy()
+    visibility[1, 5] = 0
+    sub = ds.with_landmarks(landmarks)
+    sub.visibility = visibility
+    sub = type(ds)(ds.root, ds.image_ids, ds.image_paths, landmarks, visibility, ds.scheme)
+    run_audit(sub, root / "m.pt", tmp_path / "a", device="cpu", progress=False)
+    points = pd.read_parquet(tmp_path / "a" / "points.parquet")
+    row = points[(points["face"] == 1) & (points["point"] == 5)].iloc[0]
+    assert np.isnan(row["x_human"]) and np.isnan(row["label_score"]) and row["issue_type"] == ""
+    assert not row["is_label_issue"] and np.isfinite(row["x_pred"])
+
+
+def test_parse_shard():
+    assert parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "-1/2", "a/b", "3"):
+        with pytest.raises(InputError):
+            parse_shard(bad)
+    assert [shard_range(10, i, 3) for i in range(3)] == [(0, 3), (3, 6), (6, 10)]
+
+
+def auditor_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "auditor.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd)
+
+
+def test_cli_audit_errors_are_one_line(setup, tmp_path):
+    root, ds, whole = setup
+    other = LandmarkModel(19, get_preset("tiny"))
+    from auditor.schemes import get_scheme
+
+    save_checkpoint(tmp_path / "aflw.pt", model=other, scheme=get_scheme("aflw_19"), state={})
+    for args, needle in (
+        (["audit", root / "syn" / "faces", "--model", tmp_path / "aflw.pt", "--out", tmp_path / "x"], "19 points"),
+        (["audit", root / "syn" / "faces", "--model", root / "m.pt", "--out", tmp_path / "x", "--shard", "2/2"],
+         "shard"),
+        (["audit", root / "syn" / "faces", "--model", tmp_path / "none.pt", "--out", tmp_path / "x"], "not found"),
+        (["merge", whole, "--out", tmp_path / "y"], "not a shard"),
+        (["evaluate", whole, "--noise", tmp_path / "none.csv"], "no such noise file"),
+    ):
+        result = auditor_cli(*args)
+        assert result.returncode == 2, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and needle in result.stderr, result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_audit_then_evaluate(setup, tmp_path):
+    root, _, _ = setup
+    out = tmp_path / "cli_audit"
+    result = auditor_cli("audit", root / "syn" / "faces", "--model", root / "m.pt", "--out", out, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "audited 7 faces" in result.stdout and (out / "manifest.json").is_file()
+    result = auditor_cli("evaluate", out, "--noise", root / "syn" / "truth" / "noise.csv", "--truth",
+                         root / "syn" / "truth")
+    assert result.returncode == 0, result.stderr
+    last = dict(pair.split("=") for pair in result.stdout.strip().splitlines()[-1].split())
+    assert {"all_auroc", "all_ap", "prediction_all_auroc", "shape_all_auroc", "contour_ratio"} <= set(last)
+    assert 0 <= float(last["all_auroc"]) <= 1
+    assert Path(out / "points.parquet").is_file()
