@@ -12,7 +12,8 @@ The evidence, per point (README "How labels are scored"):
   point whose labels slide by 3 % of the inter-ocular distance is not flagged for that, while an eye
   corner 3 % away is;
 - the labels' own shape: the residual of the label from a robust PCA shape model fitted to all faces'
-  labels (`auditor.shape_model`), standardised by the point's robust spread (a Rayleigh σ from the median);
+  labels (`auditor.shape_model`), split and standardised the same way (contour labels slide in the shape
+  model too);
 - the semantic search's verdict: the distance from the label to the searched position (where the
   heatmap patch looks most like the ideal Gaussian, given the prior), standardised the same way;
 - each standardised squared distance `s` becomes a tail probability `(1 + s / ν)^(-ν/2)` (a 2-D Student-t,
@@ -148,10 +149,13 @@ def score_points(points: pd.DataFrame, images: pd.DataFrame, scheme: LandmarkSch
     components = frame_components((human - reference) / norm[:, None, None], tangents)
     centre, sigma = robust_spread(components, is_contour, config)
     z = (components - centre) / sigma
-    shape = shape_residuals(human, norm, config.shape_components)
+    shape = shape_residuals(human, norm, config.shape_components)  # (N, K, 2)
+    shape_parts = frame_components(shape, tangents)
+    shape_centre, shape_sigma = robust_spread(shape_parts, is_contour, config)
     searched = grid("searched_nme")
     score = (student_score(np.square(z).sum(-1), config.dof)
-             * student_score(np.square(shape / radial_spread(shape, config)), config.dof) ** config.shape_weight
+             * student_score(np.square((shape_parts - shape_centre) / shape_sigma).sum(-1),
+                             config.dof) ** config.shape_weight
              * student_score(np.nan_to_num(np.square(searched / radial_spread(searched, config))),
                              config.dof) ** config.search_weight)
     labelled = np.isfinite(human).all(-1)
@@ -178,7 +182,7 @@ def score_points(points: pd.DataFrame, images: pd.DataFrame, scheme: LandmarkSch
     normal = np.where(on_contour, components[..., 1], np.nan)
     points["tangential_nme"] = tangential.ravel()
     points["normal_nme"] = normal.ravel()
-    points["shape_residual_nme"] = shape.ravel()
+    points["shape_residual_nme"] = np.linalg.norm(shape, axis=-1).ravel()
     points["label_score"] = score.ravel()
     points["issue_type"] = pd.array(kind.ravel(), dtype="string")
     points["is_label_issue"] = issue.ravel()

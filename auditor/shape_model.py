@@ -44,8 +44,8 @@ class ShapeModel:
 
     def fit_faces(self, shapes: np.ndarray, known: np.ndarray,
                   iterations: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Robust fit of complex shapes (N, K): residual magnitudes (N, K) in the faces' own units (NaN where
-        unknown), final weights (N, K) (0 for outliers) and the fitted shapes (N, K) in the faces' frame."""
+        """Robust fit of complex shapes (N, K): complex residuals label - fit (N, K) in the faces' own frame (NaN
+        where unknown), final weights (N, K) (0 for outliers) and the fitted shapes (N, K) in the faces' frame."""
         n, k = shapes.shape
         x = np.where(known, shapes, 0)
         weights = known.astype(np.float64)
@@ -60,10 +60,9 @@ class ShapeModel:
             coeff = np.linalg.solve(gram, np.einsum("qk,nk->nq", basis, w2 * flat)[..., None])[..., 0]
             recon = coeff @ basis  # (N, 2K)
             target = self.mean + recon[:, :k] + 1j * recon[:, k:]
-            residual = np.abs(a[:, None] * x + t[:, None] - target) / np.maximum(np.abs(a)[:, None], 1e-12)
-            residual = np.where(known, residual, np.nan)
-            weights = _tukey(residual)
-        fitted = (target - t[:, None]) / np.where(np.abs(a) > 0, a, 1)[:, None]
+            fitted = (target - t[:, None]) / np.where(np.abs(a) > 0, a, 1)[:, None]
+            residual = np.where(known, x - fitted, np.nan)
+            weights = _tukey(np.abs(residual))
         return residual, weights, fitted
 
 
@@ -100,8 +99,9 @@ def _pca(shapes: np.ndarray, known: np.ndarray, components: int) -> ShapeModel:
 
 
 def shape_residuals(landmarks: np.ndarray, normaliser: np.ndarray, components: int = 8) -> np.ndarray:
-    """(N, K) residual of each label from the robust shape model fitted to all labels, in NME units."""
+    """(N, K, 2) residual label - fit of each label (N, K, 2) from the robust shape model fitted to all labels, in
+    NME units (image axes); NaN where a label is missing."""
     model = fit_shape_model(landmarks, components)
     known = np.isfinite(landmarks).all(-1)
     residual, _, _ = model.fit_faces(_as_complex(np.nan_to_num(landmarks)), known)
-    return residual / normaliser[:, None]
+    return np.stack([residual.real, residual.imag], -1) / normaliser[:, None, None]

@@ -1,0 +1,72 @@
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from auditor.errors import InputError
+from auditor.evaluate import (
+    auroc,
+    average_precision,
+    detection_table,
+    label_kinds,
+    read_noise,
+    recall_at_precision,
+    swap_table,
+)
+
+
+def brute_auroc(scores, positive):
+    pairs = list(itertools.product(scores[positive], scores[~positive]))
+    return sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs) / len(pairs)
+
+
+@settings(deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.booleans()), min_size=2, max_size=30))
+def test_auroc_matches_counting_pairs(rows):
+    scores = np.array([r[0] for r in rows], dtype=float)
+    positive = np.array([r[1] for r in rows])
+    if positive.all() or not positive.any():
+        assert np.isnan(auroc(scores, positive))
+    else:
+        assert auroc(scores, positive) == pytest.approx(brute_auroc(scores, positive))
+
+
+def test_average_precision_and_recall_at_precision():
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    positive = np.array([True, False, True, False, False])
+    assert average_precision(scores, positive) == pytest.approx((1.0 + 2 / 3) / 2)
+    assert recall_at_precision(scores, positive, 0.9) == 0.5
+    assert recall_at_precision(scores, positive, 0.6) == 1.0
+    assert average_precision(np.array([1.0, 1.0]), np.array([True, False])) == 0.5  # tied: one threshold
+    assert average_precision(scores, ~positive & positive) != average_precision(scores, positive)
+
+
+def test_detection_table_per_kind(tmp_path):
+    points = pd.DataFrame({"image_id": ["a"] * 4 + ["b"] * 4, "point": list(range(4)) * 2,
+                           "x_human": [1.0] * 7 + [np.nan],
+                           "label_score": [0.01, 0.9, 0.8, 0.05, 0.7, 0.95, 0.02, 0.5],
+                           "pred_err_nme": [0.2, 0.0, 0.01, 0.05, 0.02, 0.01, 0.1, 0.0],
+                           "shape_residual_nme": [0.1, 0.0, 0.2, 0.0, 0.0, 0.0, 0.0, 0.0]})
+    noise = pd.DataFrame({"image_id": ["a", "a", "a", "b", "b"], "point": [0, 3, 1, 2, 3],
+                          "kind": ["gross", "off_contour", "slide", "gross", "moderate"]})
+    assert list(label_kinds(points, noise)) == ["gross", "", "", "off_contour", "", "", "gross", "moderate"]
+    table = detection_table(points, noise).set_index(["scorer", "kind"])
+    assert table.loc[("auditor", "gross"), "auroc"] == 1.0 and table.loc[("auditor", "gross"), "positives"] == 2
+    assert table.loc[("auditor", "all"), "positives"] == 3  # the unlabelled point (b, 3) is left out
+    assert table.loc[("shape model", "gross"), "auroc"] < 1.0
+    with pytest.raises(InputError, match="no planted error"):
+        detection_table(points, noise.assign(image_id="zzz"))
+
+
+def test_swap_table_and_noise_reading(tmp_path):
+    images = pd.DataFrame({"image_id": ["a", "b", "c", "d"], "swapped_sides": [True, False, True, False]})
+    noise = pd.DataFrame({"image_id": ["a", "a", "b"], "point": [0, 1, 0], "kind": ["swap", "swap", "swap"]})
+    assert swap_table(images, noise) == {"swapped_faces": 2, "swap_found": 0.5, "swap_false_flags": 0.5}
+    noise.to_csv(tmp_path / "noise.csv", index=False)
+    assert len(read_noise(tmp_path / "noise.csv")) == 3
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match="missing column"):
+        read_noise(tmp_path / "bad.csv")

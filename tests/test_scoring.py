@@ -1,0 +1,142 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from auditor.io import read_dataset
+from auditor.scoring import ScoringConfig, frame_components, mirror_ratio, score_points, student_score
+from auditor.shape_model import shape_residuals
+
+TRUTH = Path(__file__).resolve().parents[1] / "sample_data" / "truth"
+
+
+@pytest.fixture(scope="module")
+def truth():
+    return read_dataset(TRUTH).subset(np.arange(120))
+
+
+def tables(human: np.ndarray, pred: np.ndarray, scheme, *, searched: np.ndarray | None = None):
+    """Unscored audit tables as audit.py builds them, from labels and predictions (N, K, 2)."""
+    n, k = human.shape[:2]
+    searched = human if searched is None else searched
+    norm = scheme.normaliser(human)
+    points = pd.DataFrame({
+        "image_id": np.repeat([f"f{i}" for i in range(n)], k), "face": np.repeat(np.arange(n), k),
+        "point": np.tile(np.arange(k), n),
+        "x_human": human[..., 0].ravel(), "y_human": human[..., 1].ravel(),
+        "x_searched": searched[..., 0].ravel(), "y_searched": searched[..., 1].ravel(),
+        "x_pred": pred[..., 0].ravel(), "y_pred": pred[..., 1].ravel(),
+        "x_mode": pred[..., 0].ravel(), "y_mode": pred[..., 1].ravel(),
+        "searched_nme": (np.linalg.norm(searched - human, axis=-1) / norm[:, None]).ravel(),
+        "confidence": 1.0, "mode_peak": 1.0,
+    })
+    images = pd.DataFrame({"image_id": [f"f{i}" for i in range(n)], "normaliser": norm})
+    return points, images
+
+
+def noisy_case(truth, seed=0):
+    rng = np.random.default_rng(seed)
+    iod = truth.normaliser()[:, None, None]
+    pred = truth.landmarks + rng.normal(0, 0.006, truth.landmarks.shape) * iod
+    human = truth.landmarks + rng.normal(0, 0.006, truth.landmarks.shape) * iod
+    tangents = np.nan_to_num(truth.scheme.contour_tangents(truth.landmarks))
+    slide = truth.scheme.contour_mask[None, :, None] * rng.normal(0, 0.04, (len(truth), 68, 1)) * iod * tangents
+    return human + slide, pred, tangents, iod
+
+
+def test_scores_find_planted_errors_and_type_them(truth):
+    scheme = truth.scheme
+    human, pred, tangents, iod = noisy_case(truth)
+    human[3, 36] += np.array([0.15, 0.05]) * iod[3, 0]  # an eye corner far off: gross
+    jaw = 5
+    normal = np.array([-tangents[7, jaw, 1], tangents[7, jaw, 0]])
+    human[7, jaw] = truth.landmarks[7, jaw] + 0.07 * normal * iod[7, 0]  # off the jaw line
+    human[11] = human[11, scheme.flip_permutation]  # left and right exchanged
+    points, images = score_points(*tables(human, pred, scheme), scheme)
+    score = points["label_score"].to_numpy().reshape(len(truth), 68)
+    kind = points["issue_type"].to_numpy().reshape(len(truth), 68)
+    assert kind[3, 36] == "gross_error" and score[3, 36] < 1e-3
+    assert kind[7, jaw] == "off_contour" and points["is_label_issue"].to_numpy().reshape(-1, 68)[7, jaw]
+    assert images["swapped_sides"].tolist() == [i == 11 for i in range(len(truth))]
+    moved = scheme.flip_permutation != np.arange(68)
+    assert (kind[11, moved] == "swapped_sides").all() and not (kind[11, ~moved] == "swapped_sides").any()
+    others = np.ones_like(score, dtype=bool)
+    others[3, 36] = others[7, jaw] = False
+    others[11] = False
+    # the planted errors rank below nearly every other label; slides along the jaw are harmless, not issues
+    assert (score[others] > score[7, jaw]).mean() > 0.99
+    slides = kind[others] == "contour_slide"
+    assert slides.sum() > 100 and not points["is_label_issue"].to_numpy().reshape(-1, 68)[others][slides].any()
+    assert images.loc[3, "worst_point"] == 36 and images.loc[3, "image_label_score"] == score[3].min()
+    assert ((score >= 0) & (score <= 1)).all()
+
+
+def test_a_jaw_slide_costs_less_than_the_same_shift_off_the_contour(truth):
+    scheme = truth.scheme
+    human, pred, tangents, iod = noisy_case(truth, seed=1)
+    jaw = 4
+    t = tangents[20, jaw]
+    along, across = human.copy(), human.copy()
+    along[20, jaw] += 0.05 * t * iod[20, 0]
+    across[20, jaw] += 0.05 * np.array([-t[1], t[0]]) * iod[20, 0]
+    s_along = score_points(*tables(along, pred, scheme), scheme)[0]["label_score"].to_numpy()[20 * 68 + jaw]
+    s_across = score_points(*tables(across, pred, scheme), scheme)[0]["label_score"].to_numpy()[20 * 68 + jaw]
+    assert s_across < s_along / 4 and s_along > ScoringConfig().issue_threshold
+
+
+def test_a_second_peak_under_the_label_is_the_models_confusion_not_the_labels(truth):
+    scheme = truth.scheme
+    human, pred, _, _ = noisy_case(truth, seed=2)
+    flip = scheme.flip_permutation
+    pred[5, 36] = pred[5, flip[36]]  # the model put the eye corner on the other eye ...
+    points, images = tables(human, pred, scheme)
+    blamed = score_points(points, images, scheme)[0]["label_score"].to_numpy()[5 * 68 + 36]
+    row = 5 * 68 + 36
+    points.loc[row, ["x_mode", "y_mode"]] = human[5, 36] + 0.3  # ... but its heatmap also peaks at the label
+    points.loc[row, "mode_peak"] = 0.8
+    spared = score_points(points, images, scheme)[0]["label_score"].to_numpy()[row]
+    assert blamed < 1e-3 < 0.1 < spared
+
+
+def test_missing_labels_and_component_frames(truth):
+    scheme = truth.scheme
+    human, pred, _, _ = noisy_case(truth, seed=3)
+    human[2, 10] = np.nan
+    points, _ = score_points(*tables(human, pred, scheme), scheme)
+    row = points.iloc[2 * 68 + 10]
+    assert np.isnan(row["label_score"]) and row["issue_type"] == "" and not row["is_label_issue"]
+    residual = np.array([[[3.0, 4.0], [3.0, 4.0]]])
+    tangents = np.array([[[0.0, 1.0], [np.nan, np.nan]]])
+    np.testing.assert_allclose(frame_components(residual, tangents), [[[4.0, -3.0], [3.0, 4.0]]])
+
+
+def test_student_score_and_mirror_ratio():
+    assert student_score(np.array([0.0]), 4.0)[0] == 1.0
+    s = student_score(np.array([1.0, 10.0, 1e6]), 4.0)
+    assert (np.diff(s) < 0).all() and s[-1] > 0
+    human = np.array([[[0.0, 0.0], [10.0, 0.0], [5.0, 5.0]]])
+    flip = np.array([1, 0, 2])
+    direct, ratio = mirror_ratio(human[:, flip], human, np.array([10.0]), flip)
+    assert direct[0] == pytest.approx(20 / 3 / 10) and ratio[0] == 0
+
+
+def test_shape_model_residual_marks_the_moved_point_and_ignores_pose(truth):
+    rng = np.random.default_rng(4)
+    landmarks = truth.landmarks.copy()
+    iod = truth.normaliser()
+    landmarks[9, 48] += np.array([0.12, -0.05]) * iod[9]
+    angle = rng.uniform(-0.5, 0.5, len(truth))
+    scale = rng.uniform(0.5, 2.0, len(truth))
+    rot = np.stack([np.stack([np.cos(angle), -np.sin(angle)], -1), np.stack([np.sin(angle), np.cos(angle)], -1)], -2)
+    posed = np.einsum("nij,nkj->nki", rot * scale[:, None, None], landmarks) + rng.uniform(-50, 50, (len(truth), 1, 2))
+    residual = np.linalg.norm(shape_residuals(posed, truth.scheme.normaliser(posed)), axis=-1)
+    assert np.argmax(residual[9]) == 48 and residual[9, 48] > 0.08
+    others = np.delete(residual.ravel(), 9 * 68 + 48)
+    assert np.percentile(others, 99) < 0.05
+    np.testing.assert_allclose(residual, np.linalg.norm(shape_residuals(landmarks, iod), axis=-1), atol=2e-3)
+
+
+def test_config_round_trips_to_json():
+    config = ScoringConfig(issue_threshold=0.01)
+    assert ScoringConfig(**config.to_json()) == config
