@@ -240,7 +240,9 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
         for array in (windows, origins, affines):
             array.flush()
         del windows, origins, affines
-        points, images = _tables(ds, faces, {key: np.concatenate(v) for key, v in parts.items()})
+        stacked = {key: np.concatenate(parts.pop(key)) for key in list(parts)}
+        points, images = _tables(ds, faces, stacked)
+        del stacked
         points, images = score_points(points, images, ds.scheme, scoring)
         seconds = time.perf_counter() - started
         manifest = {

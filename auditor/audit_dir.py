@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from auditor.dataset import Dataset
@@ -89,6 +90,20 @@ def load_audit(audit_dir: str | Path) -> Audit:
         raise InputError(f"image_id '{unknown[0]}' is not in images.parquet ({len(unknown)} such ids)",
                          path=audit_dir / POINTS)
     return Audit(manifest, points, images)
+
+
+PREDICTED_ISSUES = ("gross_error", "swapped_sides")  # the search's window around such a label rarely reaches the truth
+
+
+def proposals(points: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The corrected position the audit proposes for each point (x, y) and where it comes from ('searched' or
+    'predicted'): the model's prediction for gross errors and swapped sides, and where the search found nothing;
+    the searched position otherwise."""
+    searched = np.isfinite(points["x_searched"].to_numpy(float)) & np.isfinite(points["y_searched"].to_numpy(float))
+    use_search = searched & ~points["issue_type"].fillna("").isin(PREDICTED_ISSUES).to_numpy()
+    x = np.where(use_search, points["x_searched"], points["x_pred"]).astype(float)
+    y = np.where(use_search, points["y_searched"], points["y_pred"]).astype(float)
+    return x, y, np.where(use_search, "searched", "predicted").astype(object)
 
 
 def load_audited_dataset(manifest: dict, audit_dir: str | Path) -> Dataset:

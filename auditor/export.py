@@ -62,7 +62,7 @@ import numpy as np
 import pandas as pd
 
 from auditor.atomic import atomic_open, atomic_write_text
-from auditor.audit_dir import Audit, load_audit, load_audited_dataset
+from auditor.audit_dir import Audit, load_audit, load_audited_dataset, proposals
 from auditor.dataset import Dataset
 from auditor.errors import InputError
 
@@ -91,11 +91,13 @@ def corrections(audit: Audit, decisions: pd.DataFrame, *, only: str = "accepted"
     p = p.merge(audit.images[["image_id", "image_path", "normaliser"]], on="image_id", how="left")
     decision = p.decision.fillna("").to_numpy(dtype=object)
     chosen = np.isin(decision, ("accept", "edit")) & np.isfinite(p.x_decided) & np.isfinite(p.y_decided)
-    searched = np.isfinite(p.x_searched) & np.isfinite(p.y_searched)
-    conditions = [chosen, searched]
-    x = np.select(conditions, [p.x_decided, p.x_searched], p.x_pred)
-    y = np.select(conditions, [p.y_decided, p.y_searched], p.y_pred)
-    source = np.select([decision == "edit", chosen | searched], ["edited", "searched"], "predicted")
+    x_prop, y_prop, proposed_from = proposals(p)
+    x = np.where(chosen, p.x_decided, x_prop)
+    y = np.where(chosen, p.y_decided, y_prop)
+    # an accept stores the position proposed when it was made; say where that came from
+    accepted_from = np.where(np.isclose(p.x_decided, p.x_pred) & np.isclose(p.y_decided, p.y_pred), "predicted",
+                             "searched")
+    source = np.select([decision == "edit", chosen], ["edited", accepted_from], proposed_from)
     dx, dy = x - p.x_human.to_numpy(), y - p.y_human.to_numpy()
     table = pd.DataFrame({
         "image_id": p.image_id, "image_path": p.image_path, "point": p.point, "point_name": p.point_name,

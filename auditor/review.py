@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from auditor.audit_dir import REVIEWS, audit_path, load_manifest
+from auditor.audit_dir import REVIEWS, audit_path, load_manifest, proposals
 from auditor.errors import InputError
 
 SCHEMA_VERSION = 1
@@ -247,12 +247,14 @@ def undecided(selected: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
 
 def bulk_decisions(selected: pd.DataFrame, decision: str, *, reviewer: str | None = None,
                    note: str | None = None) -> list[dict]:
-    """Rows for `ReviewStore.record_many`: one decision per selected point; accept stores the searched position."""
+    """Rows for `ReviewStore.record_many`: one decision per selected point; accept stores the proposed position
+    (`audit_dir.proposals`: the searched one, or the prediction for gross errors and swapped sides)."""
     if decision not in ("accept", "reject"):
         raise ValueError(f"bulk decisions are accept or reject, got {decision!r}")
     rows = []
-    for p in selected.itertuples(index=False):
-        xy = {"x": p.x_searched, "y": p.y_searched} if decision == "accept" else {}
+    xs, ys, _ = proposals(selected)
+    for p, x, y in zip(selected.itertuples(index=False), xs, ys, strict=True):
+        xy = {"x": x, "y": y} if decision == "accept" else {}
         if xy and not (np.isfinite(xy["x"]) and np.isfinite(xy["y"])):
             xy = {}
         rows.append({"image_id": p.image_id, "point": int(p.point), "decision": decision, "reviewer": reviewer,

@@ -123,7 +123,8 @@ def mirror_ratio(human: np.ndarray, pred: np.ndarray, normaliser: np.ndarray,
 
 def score_points(points: pd.DataFrame, images: pd.DataFrame, scheme: LandmarkScheme,
                  config: ScoringConfig = ScoringConfig()) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Add the scoring columns to an audit's points (N·K rows, face-major) and images (N rows) tables.
+    """Add the scoring columns to an audit's points (N·K rows, face-major) and images (N rows) tables, in place
+    (an audit's tables are large: no copies); returns the two tables.
 
     Points gain `tangential_nme, normal_nme, shape_residual_nme, label_score, issue_type, is_label_issue`; images gain
     `image_label_score, num_label_issues, worst_point, worst_point_name, swapped_sides, swap_ratio`.
@@ -177,7 +178,6 @@ def score_points(points: pd.DataFrame, images: pd.DataFrame, scheme: LandmarkSch
     kind[~labelled] = ""
     issue = labelled & (flagged | (swapped[:, None] & moved[None, :]))
 
-    points = points.copy()
     tangential = np.where(on_contour, components[..., 0], np.nan)
     normal = np.where(on_contour, components[..., 1], np.nan)
     points["tangential_nme"] = tangential.ravel()
@@ -187,7 +187,6 @@ def score_points(points: pd.DataFrame, images: pd.DataFrame, scheme: LandmarkSch
     points["issue_type"] = pd.array(kind.ravel(), dtype="string")
     points["is_label_issue"] = issue.ravel()
 
-    images = images.copy()
     filled = np.where(np.isfinite(score), score, np.inf)
     worst = np.argmin(filled, axis=1)
     has_any = np.isfinite(score).any(1)

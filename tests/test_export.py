@@ -20,11 +20,11 @@ from audit_fixture import (
     write_audit,
 )
 
-from auditor.audit_dir import load_audit
+from auditor.audit_dir import load_audit, proposals
 from auditor.errors import InputError
 from auditor.export import CSV_COLUMNS, corrections, export_corrections
 from auditor.io import read_dataset, write_dataset
-from auditor.review import ReviewStore
+from auditor.review import ReviewStore, bulk_decisions
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +234,17 @@ def test_cli_export(audit, tmp_path):
     assert "wrote 3 points" in r.stdout and "applied 3" in r.stdout
     assert len(pd.read_csv(tmp_path / "c.csv")) == 3
     assert read_dataset(tmp_path / "labels" / "annotations.csv").landmarks[0, 0].tolist() == [30.0, 40.0]
+
+
+def test_gross_errors_and_swaps_propose_the_prediction(audit):
+    points = load_audit(audit).points.copy()
+    points.loc[0, "issue_type"] = "gross_error"
+    points.loc[1, "issue_type"] = "swapped_sides"
+    points.loc[2, ["x_searched", "y_searched"]] = np.nan
+    x, y, source = proposals(points)
+    assert list(source[:4]) == ["predicted", "predicted", "predicted", "searched"]
+    np.testing.assert_allclose(x[:3], points.x_pred[:3])
+    np.testing.assert_allclose(y[3], points.y_searched[3])
+    selected = points.iloc[:2]
+    rows = bulk_decisions(selected, "accept")
+    np.testing.assert_allclose([r["x"] for r in rows], points.x_pred[:2])
