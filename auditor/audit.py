@@ -251,7 +251,7 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "dataset": _dataset_info(ds, source or {}, Path(out)),
             "scheme": ds.scheme.to_json(),
-            "model": {"path": str(checkpoint.resolve()), "sha256": file_sha256(checkpoint),
+            "model": {"path": _relative(str(checkpoint), Path(out)), "sha256": file_sha256(checkpoint),
                       "config": payload["config"]},
             "search": {key: value for key, value in asdict(search_config).items() if key != "chunk_size"},
             "scoring": scoring.to_json(),

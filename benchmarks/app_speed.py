@@ -1,0 +1,172 @@
+"""Speed of the review app on a large audit: time to open it and time to move to the next item.
+
+    .venv/bin/python benchmarks/app_speed.py [--faces 10000] [--repeats 10] [--workdir DIR]
+
+Builds a synthetic audit of `--faces` faces of 68 points (docs/audit_format.md; W = 17 heatmap windows, written as
+a memory map in chunks) whose faces reuse the positions, affines and images of sample_data/audit cyclically and
+whose scores, issues and windows are random; then drives `app/main.py` with Streamlit's AppTest (a whole script
+run each time: AppTest has no fragment-only reruns, so a click in a browser, which reruns the review panel alone,
+costs less). Prints a table and, last, one line of key=value pairs.
+
+- open: the first run of a fresh app on the audit, empty caches (the Overview page: reading and indexing the
+  tables, the overview's aggregates and charts), and the first run of the Review page after it.
+- next item: a click on Accept (a decision written to SQLite, then the next undecided item drawn) and on Next,
+  each the median over `--repeats` clicks with the caches warm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from auditor.audit_dir import load_audit
+from auditor.geometry import apply_affine
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "sample_data" / "audit"
+APP = REPO / "app" / "main.py"
+SIDE = 17  # the store's window side at R = 64
+ISSUE_TYPES = np.array(["gross_error", "off_contour", "swapped_sides", "low_confidence"])
+
+
+def build_audit(out: Path, faces: int, *, seed: int = 0) -> Path:
+    """Write a synthetic audit of `faces` faces into `out` (a new folder); returns it."""
+    rng = np.random.default_rng(seed)
+    sample = load_audit(SAMPLE)
+    s_points, s_images = sample.points.sort_values(["face", "point"]), sample.images.sort_values("face")
+    k = int(s_points.point.max()) + 1
+    base = len(s_images)
+    source = np.arange(faces) % base  # the sample face each synthetic face copies
+    rows = (source[:, None] * k + np.arange(k)).ravel()
+    n = faces * k
+    image_ids = np.array([f"face_{i:05d}" for i in range(faces)], dtype=object)
+    score = rng.random(n) ** 3
+    issue = score < 0.09**3  # 9 % of the points, as in sample_data/audit
+    issue_type = np.where(issue, rng.choice(ISSUE_TYPES, n), np.where(rng.random(n) < 0.4, "contour_slide", ""))
+    points = pd.DataFrame({
+        "image_id": np.repeat(image_ids, k), "face": np.repeat(np.arange(faces, dtype=np.int32), k),
+        "point": np.tile(np.arange(k, dtype=np.int16), faces),
+        **{c: s_points[c].to_numpy()[rows] for c in ("point_name", "group", "is_contour", "x_human", "y_human",
+                                                      "x_searched", "y_searched", "x_pred", "y_pred")},
+        "searched_nme": rng.random(n) * 0.05, "pred_err_nme": rng.random(n) * 0.1,
+        "tangential_nme": rng.normal(0, 0.02, n), "normal_nme": rng.normal(0, 0.01, n),
+        **{c: rng.random(n).astype(np.float32) for c in ("peak", "anisotropy", "angle", "gaussianity_human",
+                                                          "gaussianity_searched", "confidence")},
+        "flat_hat": (1 + 5 * rng.random(n)).astype(np.float32),
+        "label_score": score, "issue_type": issue_type, "is_label_issue": issue,
+    })
+    per_face = score.reshape(faces, k)
+    images = pd.DataFrame({
+        "image_id": image_ids, "face": np.arange(faces, dtype=np.int32),
+        "image_path": s_images.image_path.to_numpy()[source], "normaliser": s_images.normaliser.to_numpy()[source],
+        "nme_searched": rng.random(faces) * 0.03, "nme_pred": 0.02 + rng.random(faces) * 0.06,
+        "worst_point": per_face.argmin(axis=1).astype(np.int16),
+        "worst_point_name": s_points.point_name.to_numpy()[:k][per_face.argmin(axis=1)],
+        "image_label_score": per_face.min(axis=1), "num_label_issues": issue.reshape(faces, k).sum(axis=1),
+        "swapped_sides": np.zeros(faces, bool), "swap_ratio": np.ones(faces),
+    })
+    manifest = {**sample.manifest, "shard": None,
+                "dataset": {**sample.manifest["dataset"], "faces": faces, "images": faces,
+                            "fingerprint": f"synthetic-{faces}-{seed}"},
+                "counts": {"faces": faces, "points": n, "label_issues": int(issue.sum())},
+                "heatmaps": {**sample.manifest.get("heatmaps", {}), "window": SIDE,
+                             "bytes_per_face": k * SIDE * SIDE * 2}}
+    (out / "heatmaps").mkdir(parents=True)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    points.to_parquet(out / "points.parquet", index=False)
+    images.to_parquet(out / "images.parquet", index=False)
+
+    affines = np.load(SAMPLE / "heatmaps" / "to_heatmap.npy")[source]  # (N, 3, 3)
+    human = points[["x_human", "y_human"]].to_numpy().reshape(faces, k, 2)
+    origins = np.floor(apply_affine(affines, human) + 0.5) - SIDE // 2
+    np.save(out / "heatmaps" / "to_heatmap.npy", affines)
+    np.save(out / "heatmaps" / "origins.npy", origins.astype(np.int16))
+    windows = np.lib.format.open_memmap(out / "heatmaps" / "windows.npy", mode="w+", dtype=np.float16,
+                                        shape=(faces, k, SIDE, SIDE))
+    r = np.arange(SIDE) - SIDE // 2
+    bump = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * 1.5**2)).astype(np.float32)  # (W, W)
+    for start in range(0, faces, 1000):
+        stop = min(start + 1000, faces)
+        noise = rng.random((stop - start, k, SIDE, SIDE), dtype=np.float32) * 0.1
+        windows[start:stop] = (0.8 * bump + noise).astype(np.float16)
+    windows.flush()
+    del windows
+    return out
+
+
+def median_ms(times: list[float]) -> float:
+    return 1000 * statistics.median(times)
+
+
+def measure(audit_dir: Path, repeats: int) -> dict[str, float]:
+    """Seconds to open the app and milliseconds per next item (see the module docstring)."""
+    os.environ["AUDITOR_AUDIT"] = str(audit_dir)
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    t = time.perf_counter()
+    at.run()
+    open_s = time.perf_counter() - t
+    assert not at.exception, at.exception
+    at.sidebar.radio(key="page").set_value("Review")
+    t = time.perf_counter()
+    at.run()
+    review_s = time.perf_counter() - t
+    assert not at.exception, at.exception
+    queue = len(at.dataframe[0].value)
+    timings: dict[str, list[float]] = {"accept": [], "next": []}
+    for _ in range(repeats):
+        for name in timings:
+            before = at.session_state["current"]
+            t = time.perf_counter()
+            at.button(key=name).click().run()
+            timings[name].append(time.perf_counter() - t)
+            assert not at.exception and at.session_state["current"] != before, (at.exception, before)
+    return {"open_s": open_s, "review_open_s": review_s, "next_item_ms": median_ms(timings["accept"]),
+            "next_button_ms": median_ms(timings["next"]), "queue_rows": queue}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--faces", type=int, default=10_000, help="faces of the synthetic audit")
+    parser.add_argument("--repeats", type=int, default=10, help="clicks timed per button")
+    parser.add_argument("--workdir", type=Path, default=None, help="where to build the audit (default: a temp dir, "
+                        "removed afterwards)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="app-speed-")) if args.workdir is None else args.workdir
+    audit_dir = work / f"audit-{args.faces}"
+    try:
+        t = time.perf_counter()
+        if not (audit_dir / "manifest.json").is_file():
+            shutil.rmtree(audit_dir, ignore_errors=True)
+            build_audit(audit_dir, args.faces)
+        build_s = time.perf_counter() - t
+        result = measure(audit_dir, args.repeats)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"app speed: {args.faces:,} faces x 68 points, W = {SIDE}, built in {build_s:.1f} s, "
+          f"{result['queue_rows']:,} points in the review queue, load average {os.getloadavg()[0]:.2f}")
+    header = f"{'measure':42} {'time':>10} {'target':>8}"
+    print(header)
+    print("-" * len(header))
+    print(f"{'open (first run, empty caches, Overview)':42} {result['open_s']:>8.2f} s {'< 3 s':>8}")
+    print(f"{'open the Review page (first run)':42} {result['review_open_s']:>8.2f} s {'':>8}")
+    print(f"{'next item: Accept (median)':42} {result['next_item_ms']:>7.0f} ms {'< 300 ms':>8}")
+    print(f"{'next item: Next button (median)':42} {result['next_button_ms']:>7.0f} ms {'< 300 ms':>8}")
+    print(f"open_s={result['open_s']:.3f} review_open_s={result['review_open_s']:.3f} "
+          f"next_item_ms={result['next_item_ms']:.1f} next_button_ms={result['next_button_ms']:.1f} "
+          f"faces={args.faces} queue_rows={result['queue_rows']}")
+
+
+if __name__ == "__main__":
+    main()

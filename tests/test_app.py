@@ -1,0 +1,248 @@
+"""The review app (app/main.py), driven by Streamlit's AppTest on a copy of sample_data/audit; and its pure helpers."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from auditor.audit_dir import load_audit, proposals
+from auditor.errors import InputError
+from auditor.review import ReviewStore
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the `app` package lives beside `auditor`, which is the one installed
+
+from app.audit_view import load_heatmaps  # noqa: E402
+from app.figures import ideal_window, zoom_box  # noqa: E402
+from app.text import md_text  # noqa: E402
+
+APP = ROOT / "app" / "main.py"
+SAMPLE = ROOT / "sample_data" / "audit"
+TIMEOUT = 60  # seconds per script run: the machine may be busy
+
+
+def clear_caches() -> None:
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+@pytest.fixture
+def audit_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the sample audit (its manifest still names the sample dataset), opened by the app through
+    $AUDITOR_AUDIT; caches cleared before and after."""
+    copy = tmp_path / "audit"
+    shutil.copytree(SAMPLE, copy, ignore=shutil.ignore_patterns("reviews.sqlite*"))
+    monkeypatch.setenv("AUDITOR_AUDIT", str(copy))
+    clear_caches()
+    yield copy
+    clear_caches()
+
+
+def run_app(page: str | None = None, **query: str) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params.update(query)
+    at.run()
+    if page is not None:
+        at.sidebar.radio(key="page").set_value(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def queue_table(at: AppTest) -> pd.DataFrame:
+    return at.dataframe(key="queue").value
+
+
+def test_opens_the_sample_audit_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AUDITOR_AUDIT", raising=False)
+    clear_caches()
+    at = run_app()
+    assert at.sidebar.text_input(key="audit_dir").value == str(SAMPLE)
+    assert at.sidebar.radio(key="page").value == "Overview"
+    assert {m.label: m.value for m in at.metric}["Faces"] == f"{len(load_audit(SAMPLE).images):,}"
+    assert len(at.get("plotly_chart")) == 5
+    assert not at.error
+    clear_caches()
+
+
+def test_overview_counts_the_audit(audit_copy: Path) -> None:
+    points = load_audit(audit_copy).points
+    metrics = {m.label: m.value for m in run_app().metric}
+    assert metrics["Label issues"] == f"{int(points.is_label_issue.sum()):,}"
+    assert metrics["Points"] == f"{len(points):,}"
+
+
+def test_a_missing_audit_shows_an_error(audit_copy: Path) -> None:
+    at = run_app()
+    at.sidebar.text_input(key="audit_dir").set_value(str(audit_copy / "nowhere")).run()
+    assert not at.exception
+    assert "Cannot open" in at.error[0].value
+    assert "no such audit directory" in at.code[0].value
+
+
+def test_queue_defaults_to_label_issues_by_score_and_filters(audit_copy: Path) -> None:
+    points = load_audit(audit_copy).points
+    at = run_app("Review")
+    queue = queue_table(at)
+    assert len(queue) == int(points.is_label_issue.sum())
+    assert queue.label_score.is_monotonic_increasing
+
+    at.checkbox(key="f_issues_only").uncheck()
+    at.multiselect(key="f_groups").set_value(["mouth"]).run()
+    queue = queue_table(at)
+    assert len(queue) == int((points.group == "mouth").sum())
+    assert set(queue.group) == {"mouth"}
+
+    at.multiselect(key="f_types").set_value(["gross_error"])
+    at.text_input(key="f_image").set_value("face_001").run()
+    queue = queue_table(at)
+    expected = points[(points.group == "mouth") & (points.issue_type == "gross_error")
+                      & points.image_id.str.contains("face_001", regex=False)]
+    assert len(queue) == len(expected) > 0
+    assert at.session_state["current"] == (queue.image_id[0], queue.point[0])  # the selection follows the queue
+
+
+def test_accept_records_at_once_and_moves_on(audit_copy: Path) -> None:
+    at = run_app("Review")
+    queue = queue_table(at)
+    first = (queue.image_id[0], int(queue.point[0]))
+    assert at.session_state["current"] == first
+    assert (at.query_params["image"], at.query_params["point"]) == (first[0], str(first[1]))
+
+    at.button(key="accept").click().run()
+    latest = ReviewStore(audit_copy).latest()
+    assert list(zip(latest.image_id, latest.point, latest.decision, strict=True)) == [(*first, "accept")]
+    points = load_audit(audit_copy).points
+    row = np.flatnonzero((points.image_id == first[0]) & (points.point == first[1]))[0]
+    xs, ys, _ = proposals(points)
+    assert (latest.x[0], latest.y[0]) == pytest.approx((xs[row], ys[row]))  # the proposal: searched or predicted
+    assert at.session_state["current"] == (queue.image_id[1], int(queue.point[1]))
+    assert queue_table(at).decision[0] == "accept"
+    assert "1 of" in at.get("progress")[0].proto.text
+
+
+def test_reject_and_edit(audit_copy: Path) -> None:
+    at = run_app("Review")
+    queue = queue_table(at)
+    at.button(key="reject").click().run()
+    at.number_input(key="edit_x").set_value(12.5)
+    at.number_input(key="edit_y").set_value(34.25)
+    next(b for b in at.button if b.label == "Edit").click().run()
+    latest = ReviewStore(audit_copy).latest().set_index(["image_id", "point"])
+    assert latest.loc[(queue.image_id[0], queue.point[0]), "decision"] == "reject"
+    edited = latest.loc[(queue.image_id[1], queue.point[1])]
+    assert (edited.decision, edited.x, edited.y) == ("edit", 12.5, 34.25)
+    assert at.session_state["current"] == (queue.image_id[2], int(queue.point[2]))
+
+
+def test_next_and_previous_walk_the_queue(audit_copy: Path) -> None:
+    at = run_app("Review")
+    queue = queue_table(at)
+    at.button(key="next").click().run()
+    at.button(key="next").click().run()
+    assert at.session_state["current"] == (queue.image_id[2], int(queue.point[2]))
+    at.button(key="previous").click().run()
+    assert at.session_state["current"] == (queue.image_id[1], int(queue.point[1]))
+    assert ReviewStore(audit_copy).latest().empty
+
+
+def test_deep_link_opens_the_item(audit_copy: Path) -> None:
+    points = load_audit(audit_copy).points
+    quiet = points[~points.is_label_issue].iloc[5]  # not in the default queue: shown all the same
+    at = run_app(image=str(quiet.image_id), point=str(quiet.point))
+    assert at.sidebar.radio(key="page").value == "Review"
+    assert at.session_state["current"] == (quiet.image_id, int(quiet.point))
+    assert any("not in the queue" in m.value for m in at.markdown)
+    assert len(at.get("plotly_chart")) == 4  # face, zoom, heatmap, surfaces
+
+
+def test_review_without_heatmaps_or_images(audit_copy: Path) -> None:
+    shutil.rmtree(audit_copy / "heatmaps")
+    manifest = json.loads((audit_copy / "manifest.json").read_text())
+    manifest["dataset"]["path"] = str(audit_copy / "moved")
+    (audit_copy / "manifest.json").write_text(json.dumps(manifest))
+    at = run_app("Review")
+    assert "No heatmap store" in at.info[0].value
+    assert "Image not found" in at.warning[0].value
+    assert len(at.get("plotly_chart")) == 2  # the face and the zoom, points alone
+    at.button(key="accept").click().run()
+    assert len(ReviewStore(audit_copy).latest()) == 1
+
+
+def test_decisions_of_another_dataset_are_refused(audit_copy: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(audit_copy, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["dataset"]["fingerprint"] = "another version of the labels"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    ReviewStore(other).record("face_0000", 0, "reject")
+    shutil.copy(other / "reviews.sqlite", audit_copy / "reviews.sqlite")
+    at = run_app("Review")
+    assert "Cannot read this audit's decisions" in at.error[0].value
+    assert "another version of the dataset" in at.code[0].value
+
+
+def test_another_audit_from_the_sidebar(audit_copy: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(audit_copy, other)
+    at = run_app("Review")
+    at.button(key="next").click().run()
+    at.sidebar.text_input(key="audit_dir").set_value(str(other)).run()
+    assert not at.exception
+    assert at.session_state["current"] == (queue_table(at).image_id[0], int(queue_table(at).point[0]))
+    at.button(key="accept").click().run()
+    assert len(ReviewStore(other).latest()) == 1
+    assert ReviewStore(audit_copy).latest().empty
+
+
+def test_export_offers_the_accepted_corrections(audit_copy: Path) -> None:
+    at = run_app("Review")
+    first = queue_table(at).iloc[0]
+    at.button(key="accept").click().run()
+    at.sidebar.radio(key="page").set_value("Export").run()
+    at.radio(key="export_only").set_value("accepted")
+    at.button(key="export").click().run()
+    assert not at.exception and not at.error
+    assert at.get("download_button")
+    table = pd.read_csv(io.BytesIO(at.session_state["export_result"]["data"]), keep_default_na=False)
+    assert list(zip(table.image_id, table.point, table.decision, strict=True)) == [
+        (first.image_id, first.point, "accept")]
+    assert not any(audit_copy.glob("*.csv"))  # the audit directory holds no export
+
+
+def test_ideal_window_peaks_at_its_centre() -> None:
+    g = ideal_window(17, (8.0, 5.0), 1.5, peak=0.7)
+    assert g.shape == (17, 17)
+    assert np.unravel_index(g.argmax(), g.shape) == (5, 8)  # (row = y, column = x)
+    assert g.max() == pytest.approx(0.7)
+    np.testing.assert_allclose(g[5, 8 - 3], g[5, 8 + 3])
+
+
+def test_zoom_box_stays_in_the_image() -> None:
+    assert zoom_box((2.0, 250.0), 10.0, (256, 256)) == (0, 240, 13, 256)
+    left, top, right, bottom = zoom_box((100.4, 50.6), 8.0, (256, 256))
+    assert (right - left, bottom - top) == (17, 17)
+
+
+def test_heatmap_store_side_comes_from_the_array(tmp_path: Path) -> None:
+    for side in (17, 27):
+        store = tmp_path / str(side)
+        store.mkdir()
+        np.save(store / "windows.npy", np.zeros((2, 3, side, side), np.float16))
+        np.save(store / "origins.npy", np.zeros((2, 3, 2), np.int16))
+        np.save(store / "to_heatmap.npy", np.tile(np.eye(3), (2, 1, 1)))
+        assert load_heatmaps(store, faces=2, points=3).side == side
+    with pytest.raises(InputError, match="expected"):
+        load_heatmaps(store, faces=4, points=3)
+
+
+def test_markdown_text_is_inert() -> None:
+    assert md_text("face_01 *x* [a](b) <b>") == r"face\_01 \*x\* \[a\]\(b\) \<b\>"
