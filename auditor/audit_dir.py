@@ -92,18 +92,30 @@ def load_audit(audit_dir: str | Path) -> Audit:
     return Audit(manifest, points, images)
 
 
-PREDICTED_ISSUES = ("gross_error", "swapped_sides")  # the search's window around such a label rarely reaches the truth
+PREDICTED_ISSUES = ("gross_error", "off_contour", "swapped_sides")
 
 
-def proposals(points: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def proposals(points: pd.DataFrame, mode_ratio: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The corrected position the audit proposes for each point (x, y) and where it comes from ('searched' or
-    'predicted'): the model's prediction for gross errors and swapped sides, and where the search found nothing;
-    the searched position otherwise."""
+    'predicted').
+
+    The search stays near the label by design (its prior), which suits a contour slide but not a label that is
+    plainly wrong: gross errors, off-contour labels and swapped sides get the model's prediction instead, and a
+    gross error the model's local peak in the search window when that peak is strong (at least `mode_ratio` of the
+    heatmap's maximum; it avoids the prediction's left/right confusions). On the sample set's flagged gross
+    errors that local peak is 0.065 NME from the truth on average, the prediction 0.100, the search 0.076 and the
+    labels 0.092; on off-contour labels the prediction is best (0.020, the search 0.036).
+    """
+    kind = points["issue_type"].fillna("").to_numpy(dtype=object)
     searched = np.isfinite(points["x_searched"].to_numpy(float)) & np.isfinite(points["y_searched"].to_numpy(float))
-    use_search = searched & ~points["issue_type"].fillna("").isin(PREDICTED_ISSUES).to_numpy()
-    x = np.where(use_search, points["x_searched"], points["x_pred"]).astype(float)
-    y = np.where(use_search, points["y_searched"], points["y_pred"]).astype(float)
-    return x, y, np.where(use_search, "searched", "predicted").astype(object)
+    x, y = points["x_pred"].to_numpy(float).copy(), points["y_pred"].to_numpy(float).copy()
+    if {"x_mode", "y_mode", "mode_peak", "confidence"} <= set(points.columns):
+        local = (kind == "gross_error") & np.isfinite(points["x_mode"].to_numpy(float)) & (
+            points["mode_peak"].to_numpy(float) >= mode_ratio * points["confidence"].to_numpy(float))
+        x, y = np.where(local, points["x_mode"], x), np.where(local, points["y_mode"], y)
+    use_search = searched & ~np.isin(kind, PREDICTED_ISSUES)
+    x, y = np.where(use_search, points["x_searched"], x), np.where(use_search, points["y_searched"], y)
+    return x.astype(float), y.astype(float), np.where(use_search, "searched", "predicted").astype(object)
 
 
 def load_audited_dataset(manifest: dict, audit_dir: str | Path) -> Dataset:

@@ -48,7 +48,7 @@ def write_audit(ds, dataset_path: Path, audit_dir: Path, *, fmt: str = "pts") ->
         "angle": np.zeros(n * k, np.float32), "gaussianity_human": np.full(n * k, 0.7, np.float32),
         "gaussianity_searched": np.full(n * k, 0.8, np.float32), "flat_hat": np.ones(n * k, np.float32),
         "confidence": np.full(n * k, 0.9, np.float32), "label_score": label_score.ravel(),
-        "issue_type": np.where(issue, "off_contour", "").ravel(), "is_label_issue": issue.ravel(),
+        "issue_type": np.where(issue, "low_confidence", "").ravel(), "is_label_issue": issue.ravel(),
     })
     worst = label_score.argmin(axis=1)
     images = pd.DataFrame({

@@ -248,3 +248,15 @@ def test_gross_errors_and_swaps_propose_the_prediction(audit):
     selected = points.iloc[:2]
     rows = bulk_decisions(selected, "accept")
     np.testing.assert_allclose([r["x"] for r in rows], points.x_pred[:2])
+
+
+def test_a_gross_error_proposes_the_strong_local_peak_over_the_prediction(audit):
+    points = load_audit(audit).points.copy()
+    points["issue_type"] = "gross_error"
+    points["x_mode"], points["y_mode"] = points.x_pred + 3.0, points.y_pred - 2.0
+    points["confidence"] = 1.0
+    points["mode_peak"] = np.where(np.arange(len(points)) % 2 == 0, 0.9, 0.2)  # strong, weak, strong, ...
+    x, y, source = proposals(points)
+    np.testing.assert_allclose(x[0::2], points.x_mode[0::2])
+    np.testing.assert_allclose(y[1::2], points.y_pred[1::2])
+    assert set(source) == {"predicted"}

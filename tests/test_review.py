@@ -73,7 +73,7 @@ def test_bad_decisions_are_refused(audit):
 
 def test_bulk_and_progress(audit):
     points = load_audit(audit).points
-    selected = select_points(points, "issue_type == 'off_contour' and label_score < 0.2")
+    selected = select_points(points, "issue_type == 'low_confidence' and label_score < 0.2")
     assert len(selected) > 0 and (selected.label_score < 0.2).all()
     store = ReviewStore(audit)
     assert store.record_many(bulk_decisions(selected, "accept", reviewer="bulk", note="q1")) == len(selected)
@@ -146,7 +146,7 @@ def test_cli_missing_audit_and_bad_query(audit, tmp_path):
 
 
 def test_cli_dry_run_confirm_and_yes(audit):
-    query = "issue_type == 'off_contour' and label_score < 0.2"
+    query = "issue_type == 'low_confidence' and label_score < 0.2"
     points = load_audit(audit).points
     expected = len(points.query(query))
     r = auditor("review", audit, "--accept-where", query, "--dry-run")
