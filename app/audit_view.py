@@ -17,7 +17,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from auditor.audit_dir import IMAGES, MANIFEST, POINTS, load_audit
+from auditor.audit_dir import IMAGES, MANIFEST, POINTS, dataset_location, load_audit
 from auditor.errors import InputError
 from auditor.io.wflw import IMAGES_SUBFOLDER
 
@@ -96,11 +96,10 @@ class AuditView:
 
     def image_file(self, image_id: str) -> Path | None:
         """The image file of a face where it lies now, or None when it cannot be found."""
-        info = self.manifest.get("dataset") or {}
         image_path = Path(str(self.images.image_path.iat[self.image_row[image_id]]))
-        annotations = Path(str(info.get("path") or "."))
+        annotations, images_root = dataset_location(self.manifest, self.path)
         # the dataset's root as auditor.io reads it: --images-root, the pts folder, or the annotation file's folder
-        roots = [Path(info["images_root"])] if info.get("images_root") else []
+        roots = [images_root] if images_root is not None else []
         roots += [annotations, annotations.parent, annotations.parent / IMAGES_SUBFOLDER]
         return next((root / image_path for root in roots if (root / image_path).is_file()), None)
 

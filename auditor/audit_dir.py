@@ -118,6 +118,15 @@ def proposals(points: pd.DataFrame, mode_ratio: float = 0.5) -> tuple[np.ndarray
     return x.astype(float), y.astype(float), np.where(use_search, "searched", "predicted").astype(object)
 
 
+def dataset_location(manifest: dict, audit_dir: str | Path) -> tuple[Path, Path | None]:
+    """The audited dataset's annotation path and images root (or None): the manifest stores them relative to the
+    audit directory (an absolute path stays as it is)."""
+    info = manifest.get("dataset") or {}
+    path = Path(audit_dir) / str(info.get("path") or ".")
+    root = info.get("images_root")
+    return path, None if root is None else Path(audit_dir) / str(root)
+
+
 def load_audited_dataset(manifest: dict, audit_dir: str | Path) -> Dataset:
     """The dataset the manifest names (paths relative to the audit directory), read as the audit read it; an
     InputError when its labels changed since."""
@@ -130,8 +139,7 @@ def load_audited_dataset(manifest: dict, audit_dir: str | Path) -> Dataset:
             raise InputError("the audit does not say where its dataset is: expected a non-empty string",
                              path=MANIFEST, field=f"dataset.{key}")
     scheme = scheme_from_json(manifest["scheme"]) if isinstance(manifest.get("scheme"), dict) else info.get("scheme")
-    path = Path(audit_dir) / info["path"]
-    images_root = None if info.get("images_root") is None else Path(audit_dir) / info["images_root"]
+    path, images_root = dataset_location(manifest, audit_dir)
     ds = read_dataset(path, format=info["format"], scheme=scheme, images_root=images_root)
     if ds.fingerprint() != info["fingerprint"]:
         raise InputError("the dataset changed since the audit (its fingerprint differs from the manifest's): re-run "

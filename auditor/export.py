@@ -62,7 +62,7 @@ import numpy as np
 import pandas as pd
 
 from auditor.atomic import atomic_open, atomic_write_text
-from auditor.audit_dir import Audit, load_audit, load_audited_dataset, proposals
+from auditor.audit_dir import Audit, dataset_location, load_audit, load_audited_dataset, proposals
 from auditor.dataset import Dataset
 from auditor.errors import InputError
 
@@ -304,8 +304,9 @@ def export_corrections(audit_dir: str | Path, *, out: str | Path | None = None, 
         raise InputError(f"no output: give -o FILE for the {table_format} table"
                          + ("" if table_format != "csv" else ", or --write-labels DIR"))
     audit = load_audit(audit_dir)
-    source = Path(audit_dir) / audit.manifest["dataset"]["path"]
-    dataset = dict(audit.manifest["dataset"], path=str(source.absolute()))
+    source, images_root = dataset_location(audit.manifest, audit_dir)
+    dataset = dict(audit.manifest["dataset"], path=str(source.absolute()),
+                   images_root=None if images_root is None else str(images_root.absolute()))
     audit = audit._replace(manifest=dict(audit.manifest, dataset=dataset))
     decisions = ReviewStore(audit_dir).latest()
     table = corrections(audit, decisions, only=only)

@@ -37,10 +37,11 @@ def clear_caches() -> None:
 
 @pytest.fixture
 def audit_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the sample audit (its manifest still names the sample dataset), opened by the app through
-    $AUDITOR_AUDIT; caches cleared before and after."""
+    """A copy of the sample audit beside a link to the sample faces (the manifest names its dataset relative to the
+    audit), opened by the app through $AUDITOR_AUDIT; caches cleared before and after."""
     copy = tmp_path / "audit"
     shutil.copytree(SAMPLE, copy, ignore=shutil.ignore_patterns("reviews.sqlite*"))
+    (tmp_path / "faces").symlink_to(SAMPLE.parent / "faces")
     monkeypatch.setenv("AUDITOR_AUDIT", str(copy))
     clear_caches()
     yield copy
@@ -162,6 +163,7 @@ def test_deep_link_opens_the_item(audit_copy: Path) -> None:
     assert at.session_state["current"] == (quiet.image_id, int(quiet.point))
     assert any("not in the queue" in m.value for m in at.markdown)
     assert len(at.get("plotly_chart")) == 4  # face, zoom, heatmap, surfaces
+    assert not at.warning  # the face's image was found through the manifest's relative dataset path
 
 
 def test_review_without_heatmaps_or_images(audit_copy: Path) -> None:

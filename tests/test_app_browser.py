@@ -63,6 +63,7 @@ def app_url(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A running app on a copy of the sample audit: its URL and the copy."""
     audit = tmp_path / "audit"
     shutil.copytree(SAMPLE, audit, ignore=shutil.ignore_patterns("reviews.sqlite*"))
+    (tmp_path / "faces").symlink_to(SAMPLE.parent / "faces")  # the manifest names the dataset as ../faces
     port = free_port()
     log = (tmp_path / "streamlit.log").open("w")
     server = subprocess.Popen(
