@@ -270,10 +270,12 @@ def evaluate(
             keys[f"{prefix}_all_ap"] = pooled["ap"].iloc[0]
     keys.update(swap_found=swaps["swap_found"], swap_false_flags=swaps["swap_false_flags"])
     if near is not None:
-        typer.echo("mean error vs truth (NME); *_clean: points without a planted error")
+        typer.echo("mean error vs truth (NME); *_clean: points without a planted error; corrected: the labels with "
+                   "every flagged point's proposal accepted")
         typer.echo(near.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         by = near.set_index("position")
         keys["contour_ratio"] = by.loc["searched", "contour_clean"] / by.loc["human", "contour_clean"]
+        keys["corrected_ratio"] = by.loc["corrected", "all"] / by.loc["human", "all"]
     typer.echo(" ".join(f"{k}={v:.4f}" for k, v in keys.items()))
 
 

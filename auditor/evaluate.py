@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from auditor.audit_dir import proposals
 from auditor.dataset import Dataset
 from auditor.errors import InputError
 from auditor.noise import ERROR_KINDS, NOISE_COLUMNS
@@ -124,8 +125,9 @@ def swap_table(images: pd.DataFrame, noise: pd.DataFrame) -> dict[str, float]:
 
 def truth_table(points: pd.DataFrame, images: pd.DataFrame, truth: Dataset,
                 noise: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Mean error vs truth (NME) of the human, searched and predicted positions on contour and crisp points;
-    with `noise`, also over the points no error was planted on (`*_clean`: only harmless slides and jitter)."""
+    """Mean error vs truth (NME) of the human, searched and predicted positions on contour and crisp points, and of
+    the labels with every flagged point's proposal accepted (`corrected`: `audit_dir.proposals` where
+    `is_label_issue`); with `noise`, also over the points no error was planted on (`*_clean`)."""
     index = {face_id: i for i, face_id in enumerate(truth.image_ids)}
     missing = [i for i in images["image_id"] if i not in index]
     if missing:
@@ -135,11 +137,15 @@ def truth_table(points: pd.DataFrame, images: pd.DataFrame, truth: Dataset,
     norm = images.set_index("image_id")["normaliser"].reindex(points["image_id"]).to_numpy()
     contour = points["is_contour"].to_numpy(dtype=bool)
     clean = None if noise is None else label_kinds(points, noise) == ""
+    x, y, _ = proposals(points)
+    flagged = points["is_label_issue"].to_numpy(dtype=bool)[:, None]
+    positions = {what: points[[f"x_{what}", f"y_{what}"]].to_numpy(dtype=np.float64)
+                 for what in ("human", "searched", "pred")}
+    positions["corrected"] = np.where(flagged, np.stack([x, y], 1), positions["human"])
     out = []
-    for what in ("human", "searched", "pred"):
-        xy = points[[f"x_{what}", f"y_{what}"]].to_numpy(dtype=np.float64)
+    for what, xy in positions.items():
         err = np.linalg.norm(xy - true_xy, axis=1) / norm
-        row = {"position": {"pred": "predicted"}.get(what, what),
+        row = {"position": {"pred": "predicted"}.get(what, what), "all": float(np.nanmean(err)),
                "contour": float(np.nanmean(err[contour])), "crisp": float(np.nanmean(err[~contour]))}
         if clean is not None:
             row.update(contour_clean=float(np.nanmean(err[contour & clean])),

@@ -61,12 +61,13 @@ def print_tables(name: str, result: dict) -> None:
     print(f"swapped faces: {s['swapped_faces']}, found {s['swap_found']:.1%}, other faces flagged "
           f"{s['swap_false_flags']:.2%}")
     if result["truth"]:
-        print("mean error vs truth (NME); *_clean = points without a planted error"
+        print("mean error vs truth (NME); *_clean = points without a planted error; corrected = the labels with every "
+              "flagged point's proposal accepted"
               + ("; truth = the labels before planting" if name.startswith("LFPW") else ""))
-        print(f"{'position':<10} {'contour':>8} {'crisp':>8} {'contour_clean':>14} {'crisp_clean':>12}")
+        print(f"{'position':<10} {'all':>8} {'contour':>8} {'crisp':>8} {'contour_clean':>14} {'crisp_clean':>12}")
         for row in result["truth"]:
-            print(f"{row['position']:<10} {row['contour']:>8.4f} {row['crisp']:>8.4f} {row['contour_clean']:>14.4f} "
-                  f"{row['crisp_clean']:>12.4f}")
+            print(f"{row['position']:<10} {row['all']:>8.4f} {row['contour']:>8.4f} {row['crisp']:>8.4f} "
+                  f"{row['contour_clean']:>14.4f} {row['crisp_clean']:>12.4f}")
 
 
 def keys(prefix: str, result: dict) -> dict[str, float]:
@@ -82,6 +83,8 @@ def keys(prefix: str, result: dict) -> dict[str, float]:
     out[f"{prefix}swap_found"] = result["swaps"]["swap_found"]
     out[f"{prefix}swap_false_flags"] = result["swaps"]["swap_false_flags"]
     truth = {row["position"]: row for row in result["truth"] or []}
+    if truth:
+        out[f"{prefix}corrected_ratio"] = truth["corrected"]["all"] / truth["human"]["all"]
     if truth and truth["human"]["contour_clean"] > 0:  # on LFPW the "truth" is the labels before planting
         out[f"{prefix}contour_ratio"] = truth["searched"]["contour_clean"] / truth["human"]["contour_clean"]
     return out

@@ -196,6 +196,7 @@ def test_cli_audit_then_evaluate(setup, tmp_path):
                          root / "syn" / "truth")
     assert result.returncode == 0, result.stderr
     last = dict(pair.split("=") for pair in result.stdout.strip().splitlines()[-1].split())
-    assert {"all_auroc", "all_ap", "prediction_all_auroc", "shape_all_auroc", "contour_ratio"} <= set(last)
+    expected = {"all_auroc", "all_ap", "prediction_all_auroc", "shape_all_auroc", "contour_ratio", "corrected_ratio"}
+    assert expected <= set(last)
     assert 0 <= float(last["all_auroc"]) <= 1
     assert Path(out / "points.parquet").is_file()

@@ -70,3 +70,28 @@ def test_swap_table_and_noise_reading(tmp_path):
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(InputError, match="missing column"):
         read_noise(tmp_path / "bad.csv")
+
+
+def test_truth_table_measures_each_position_and_the_accepted_proposals(tmp_path):
+    from helpers import make_dataset
+
+    from auditor.evaluate import truth_table
+
+    truth = make_dataset(tmp_path, ["a.png", "b.png"], scheme="aflw_19", seed=3)
+    n, k = 2, 19
+    true_xy = truth.landmarks.reshape(-1, 2)
+    human = true_xy + 1.0  # every label 1 px right and down
+    points = pd.DataFrame({
+        "image_id": np.repeat(truth.image_ids, k), "point": np.tile(np.arange(k), n),
+        "is_contour": np.tile(truth.scheme.contour_mask, n),
+        "x_human": human[:, 0], "y_human": human[:, 1],
+        "x_searched": true_xy[:, 0], "y_searched": true_xy[:, 1],  # the search found the truth
+        "x_pred": true_xy[:, 0] + 3.0, "y_pred": true_xy[:, 1],
+        "issue_type": "", "is_label_issue": np.arange(n * k) < 5,  # five flagged points, proposals = searched
+    })
+    images = pd.DataFrame({"image_id": truth.image_ids, "normaliser": [10.0, 10.0]})
+    table = truth_table(points, images, truth).set_index("position")
+    assert table.loc["human", "all"] == pytest.approx(np.sqrt(2) / 10)
+    assert table.loc["searched", "all"] == pytest.approx(0.0)
+    assert table.loc["predicted", "all"] == pytest.approx(0.3)
+    assert table.loc["corrected", "all"] == pytest.approx(np.sqrt(2) / 10 * (n * k - 5) / (n * k))
