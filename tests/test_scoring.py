@@ -140,3 +140,17 @@ def test_shape_model_residual_marks_the_moved_point_and_ignores_pose(truth):
 def test_config_round_trips_to_json():
     config = ScoringConfig(issue_threshold=0.01)
     assert ScoringConfig(**config.to_json()) == config
+
+
+def test_a_weak_heatmap_is_low_confidence(truth):
+    scheme = truth.scheme
+    human, pred, _, iod = noisy_case(truth, seed=5)
+    human[4, 30] += np.array([0.12, 0.0]) * iod[4, 0]
+    points, images = tables(human, pred, scheme)
+    points.loc[4 * 68 + 30, "confidence"] = 0.05  # e.g. an occluded nose tip
+    points.loc[6 * 68 + 30, "confidence"] = 0.05
+    scored, _ = score_points(points, images, scheme)
+    kind = scored["issue_type"].to_numpy().reshape(-1, 68)
+    issue = scored["is_label_issue"].to_numpy().reshape(-1, 68)
+    assert kind[4, 30] == kind[6, 30] == "low_confidence"
+    assert issue[4, 30] and not issue[6, 30]  # still an issue where the label is far off, not where it is fine
