@@ -165,6 +165,13 @@ def _tables(ds: Dataset, faces: np.ndarray, parts: dict[str, np.ndarray]) -> tup
     return points, images
 
 
+def _check_replaceable(out: Path) -> None:
+    """An InputError unless `out` is absent, an empty folder or an earlier audit: an audit replaces it whole."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
+        raise InputError("exists and is not an audit directory; refusing to replace it (choose another --out)",
+                         path=out)
+
+
 def _relative(path: str | None, audit_dir: Path) -> str | None:
     """`path` relative to the audit directory, so an audit moved (or shipped) with its dataset still finds it."""
     return None if path is None else os.path.relpath(Path(path).resolve(), audit_dir.resolve())
@@ -198,6 +205,7 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
     started = time.perf_counter()
     search_config, scoring = search_config or SearchConfig(), scoring or ScoringConfig()
     checkpoint = Path(checkpoint)
+    _check_replaceable(Path(out))
     payload = load_checkpoint(checkpoint)
     model, model_scheme = model_from_checkpoint(payload)
     if model_scheme.num_points != ds.num_points:
@@ -269,6 +277,7 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
 def merge_audits(shards: list[Path], out: str | Path, *, scoring: ScoringConfig | None = None) -> dict:
     """Concatenate the shard audits of one dataset and model into one audit, re-scored over all faces."""
     manifests = [load_manifest(s) for s in shards]
+    _check_replaceable(Path(out))
     first = manifests[0]
     for path, m in zip(shards, manifests, strict=True):
         if m.get("shard") is None:

@@ -138,6 +138,19 @@ def test_rerun_keeps_reviews_and_an_interrupted_run_leaves_the_old_audit(setup, 
     assert (out / "reviews.sqlite").read_bytes() == b"decisions"
 
 
+def test_an_audit_never_replaces_a_folder_that_is_not_an_audit(setup, tmp_path):
+    root, ds, whole = setup
+    with pytest.raises(InputError, match="not an audit directory"):
+        run_audit(ds, root / "m.pt", root / "syn" / "faces", device="cpu", progress=False)
+    assert len(read_dataset(root / "syn" / "faces")) == 7
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="not an audit directory"):
+        run_audit(ds, root / "m.pt", tmp_path / "file", device="cpu", progress=False)
+    (tmp_path / "empty").mkdir()
+    run_audit(ds, root / "m.pt", tmp_path / "empty", device="cpu", progress=False)
+    assert (tmp_path / "empty" / "manifest.json").is_file()
+
+
 def test_missing_labels_get_no_score(setup, tmp_path):
     root, ds, _ = setup
     landmarks = ds.landmarks.copy()
