@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,8 +57,6 @@ def atomic_directory(path: str | Path, *, carry: tuple[str, ...] = ()) -> Iterat
     Files named in `carry` (e.g. a review database) are copied from the old directory into the new one first;
     the old directory is removed only once the new one is in place.
     """
-    import shutil
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))

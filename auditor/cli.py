@@ -237,14 +237,10 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the tables as one JSON object.")] = False,
 ) -> None:
     """Measure how well an audit finds planted errors: AUROC, AP and recall at 90 % precision per error kind."""
-    import pandas as pd
-
-    from auditor.audit_dir import load_manifest
+    from auditor.audit_dir import load_audit
     from auditor.evaluate import detection_table, read_noise, swap_table, truth_table
 
-    load_manifest(audit_dir)
-    points = pd.read_parquet(audit_dir / "points.parquet")
-    images = pd.read_parquet(audit_dir / "images.parquet")
+    _, points, images = load_audit(audit_dir)
     table = read_noise(noise)
     detection = detection_table(points, table)
     swaps = swap_table(images, table)

@@ -16,7 +16,7 @@ from auditor.io import read_dataset, relative_image_path
 from auditor.review import ReviewStore
 from auditor.synth import generate
 
-ISSUE_EVERY = 11  # every 11th (face, point) is a gross error, so every face of 68 points has issues
+ISSUE_EVERY = 11  # every 11th (face, point) is flagged as an issue, so every face of 68 points has issues
 OFFSET = np.array([1.5, -1.0])  # searched - human, image pixels
 
 

@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 import torch
 
@@ -7,3 +9,18 @@ import torch
 def device(request) -> torch.device:
     """Each test that takes `device` runs on the CPU and, when present, on CUDA."""
     return torch.device(request.param)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A small audit directory written directly (tests/audit_fixture.py), once per module: (dataset, audit dir)."""
+    from audit_fixture import build_audit
+
+    return build_audit(tmp_path_factory.mktemp("base"))
+
+
+@pytest.fixture
+def audit(base, tmp_path):
+    """A fresh copy of `base`'s audit directory for one test."""
+    shutil.copytree(base[1], tmp_path / "audit")
+    return tmp_path / "audit"

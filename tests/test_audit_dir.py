@@ -9,17 +9,6 @@ from auditor.audit_dir import load_audit, load_audited_dataset, load_manifest
 from auditor.errors import InputError
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return build_audit(tmp_path_factory.mktemp("base"))
-
-
-@pytest.fixture
-def audit(base, tmp_path):
-    shutil.copytree(base[1], tmp_path / "audit")
-    return tmp_path / "audit"
-
-
 def test_load_audit(audit):
     manifest, points, images = load_audit(audit)
     assert manifest["format_version"] == 1

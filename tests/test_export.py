@@ -1,6 +1,5 @@
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,17 +24,6 @@ from auditor.errors import InputError
 from auditor.export import CSV_COLUMNS, corrections, export_corrections
 from auditor.io import read_dataset, write_dataset
 from auditor.review import ReviewStore, bulk_decisions
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return build_audit(tmp_path_factory.mktemp("base"))
-
-
-@pytest.fixture
-def audit(base, tmp_path):
-    shutil.copytree(base[1], tmp_path / "audit")
-    return tmp_path / "audit"
 
 
 def decide(audit):

@@ -1,6 +1,5 @@
 import json
 import multiprocessing
-import shutil
 import sqlite3
 from datetime import datetime, timedelta
 
@@ -10,7 +9,6 @@ from audit_fixture import (
     OFFSET,
     assert_one_line_error,
     auditor,
-    build_audit,
     corrupt,
     foreign,
     newer_schema,
@@ -20,17 +18,6 @@ from audit_fixture import (
 from auditor.audit_dir import load_audit
 from auditor.errors import InputError
 from auditor.review import ReviewStore, bulk_decisions, select_points
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return build_audit(tmp_path_factory.mktemp("base"))
-
-
-@pytest.fixture
-def audit(base, tmp_path):
-    shutil.copytree(base[1], tmp_path / "audit")
-    return tmp_path / "audit"
 
 
 def test_latest_decision_wins_and_history_keeps_all(audit):
