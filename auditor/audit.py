@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from auditor import __version__
 from auditor.atomic import atomic_directory, atomic_write_text
-from auditor.audit_dir import FORMAT_VERSION, load_manifest
+from auditor.audit_dir import FORMAT_VERSION, load_audit, load_manifest
 from auditor.checkpoint import load_checkpoint, model_from_checkpoint
 from auditor.dataset import Dataset
 from auditor.errors import InputError
@@ -308,8 +308,10 @@ def merge_audits(shards: list[Path], out: str | Path, *, scoring: ScoringConfig 
                     row += len(chunk)
             merged.flush()
             del merged, arrays
-        points = pd.concat([pd.read_parquet(Path(shards[i]) / "points.parquet") for i in order], ignore_index=True)
-        images = pd.concat([pd.read_parquet(Path(shards[i]) / "images.parquet") for i in order], ignore_index=True)
+        tables = [load_audit(shards[i]) for i in order]  # validated: a damaged shard is an InputError naming it
+        points = pd.concat([t.points for t in tables], ignore_index=True)
+        images = pd.concat([t.images for t in tables], ignore_index=True)
+        del tables
         points, images = score_points(points, images, scheme, scoring)
         seconds = sum(manifests[i]["timing"]["seconds"] for i in order) + time.perf_counter() - started
         dataset = dict(first["dataset"])
