@@ -259,7 +259,7 @@ def evaluate(
     for row in ours.itertuples():
         keys[f"{row.kind}_auroc"] = row.auroc
         keys[f"{row.kind}_ap"] = row.ap
-    for scorer, prefix in (("prediction", "prediction"), ("shape model", "shape")):
+    for scorer, prefix in (("prediction", "prediction"), ("shape model", "shape"), ("conditional shape", "cond")):
         pooled = detection[(detection["scorer"] == scorer) & (detection["kind"] == "all")]
         if len(pooled):
             keys[f"{prefix}_all_auroc"] = pooled["auroc"].iloc[0]

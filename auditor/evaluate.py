@@ -7,7 +7,10 @@ count as negatives). Scorers, higher = more suspicious:
 - `prediction`: the distance from the label to the model's prediction (`pred_err_nme`), the residual any
   detector gives;
 - `shape model`: the residual of the label from a robust PCA shape model of the labels alone
-  (`shape_residual_nme`).
+  (`pca_residual_nme`);
+- `conditional shape`: the auditor's own shape evidence alone, the residual of the label from its mean given
+  the face's other labels (`shape_residual_nme`), to show what the rest of the evidence adds.
+A scorer whose column an older audit lacks is left out.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from auditor.dataset import Dataset
 from auditor.errors import InputError
 from auditor.noise import ERROR_KINDS, NOISE_COLUMNS
 
-SCORERS = {"auditor": "label_score", "prediction": "pred_err_nme", "shape model": "shape_residual_nme"}
+SCORERS = {"auditor": "label_score", "prediction": "pred_err_nme", "shape model": "pca_residual_nme",
+           "conditional shape": "shape_residual_nme"}
 
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -98,6 +102,8 @@ def detection_table(points: pd.DataFrame, noise: pd.DataFrame) -> pd.DataFrame:
     negative = kinds == ""
     rows = []
     for scorer, column in SCORERS.items():
+        if column not in points:
+            continue
         values = points[column].to_numpy(dtype=np.float64)
         suspicion = 1 - values if column == "label_score" else values
         suspicion = np.nan_to_num(suspicion, nan=0.0)

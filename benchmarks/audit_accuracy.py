@@ -53,9 +53,9 @@ def experiment(work: Path, data: Path, truth: Path, train_args: list[str]) -> tu
 
 def print_tables(name: str, result: dict) -> None:
     print(f"\n## {name}: detection (1 - label_score for the auditor), planted errors vs unplanted points")
-    print(f"{'scorer':<12} {'kind':<12} {'pos':>5} {'AUROC':>7} {'AP':>7} {'R@90P':>7}")
+    print(f"{'scorer':<17} {'kind':<12} {'pos':>5} {'AUROC':>7} {'AP':>7} {'R@90P':>7}")
     for row in result["detection"]:
-        print(f"{row['scorer']:<12} {row['kind']:<12} {row['positives']:>5} {row['auroc']:>7.4f} {row['ap']:>7.4f} "
+        print(f"{row['scorer']:<17} {row['kind']:<12} {row['positives']:>5} {row['auroc']:>7.4f} {row['ap']:>7.4f} "
               f"{row['recall_at_90p']:>7.4f}")
     s = result["swaps"]
     print(f"swapped faces: {s['swapped_faces']}, found {s['swap_found']:.1%}, other faces flagged "
@@ -77,7 +77,7 @@ def keys(prefix: str, result: dict) -> dict[str, float]:
             out[f"{prefix}{row['kind']}_auroc"] = row["auroc"]
             out[f"{prefix}{row['kind']}_ap"] = row["ap"]
         elif row["kind"] == "all":
-            short = "pred" if row["scorer"] == "prediction" else "shape"
+            short = {"prediction": "pred", "shape model": "shape", "conditional shape": "cond"}[row["scorer"]]
             out[f"{prefix}{short}_all_auroc"] = row["auroc"]
             out[f"{prefix}{short}_all_ap"] = row["ap"]
     out[f"{prefix}swap_found"] = result["swaps"]["swap_found"]

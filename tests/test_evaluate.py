@@ -49,7 +49,8 @@ def test_detection_table_per_kind(tmp_path):
                            "x_human": [1.0] * 7 + [np.nan],
                            "label_score": [0.01, 0.9, 0.8, 0.05, 0.7, 0.95, 0.02, 0.5],
                            "pred_err_nme": [0.2, 0.0, 0.01, 0.05, 0.02, 0.01, 0.1, 0.0],
-                           "shape_residual_nme": [0.1, 0.0, 0.2, 0.0, 0.0, 0.0, 0.0, 0.0]})
+                           "pca_residual_nme": [0.1, 0.0, 0.2, 0.0, 0.0, 0.0, 0.0, 0.0],
+                           "shape_residual_nme": [0.3, 0.0, 0.0, 0.1, 0.0, 0.0, 0.2, 0.0]})
     noise = pd.DataFrame({"image_id": ["a", "a", "a", "b", "b"], "point": [0, 3, 1, 2, 3],
                           "kind": ["gross", "off_contour", "slide", "gross", "moderate"]})
     assert list(label_kinds(points, noise)) == ["gross", "", "", "off_contour", "", "", "gross", "moderate"]
@@ -57,6 +58,9 @@ def test_detection_table_per_kind(tmp_path):
     assert table.loc[("auditor", "gross"), "auroc"] == 1.0 and table.loc[("auditor", "gross"), "positives"] == 2
     assert table.loc[("auditor", "all"), "positives"] == 3  # the unlabelled point (b, 3) is left out
     assert table.loc[("shape model", "gross"), "auroc"] < 1.0
+    assert table.loc[("conditional shape", "gross"), "auroc"] == 1.0
+    older = detection_table(points.drop(columns="pca_residual_nme"), noise)  # an audit from before the column
+    assert "shape model" not in set(older["scorer"]) and "conditional shape" in set(older["scorer"])
     with pytest.raises(InputError, match="no planted error"):
         detection_table(points, noise.assign(image_id="zzz"))
 

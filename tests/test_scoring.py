@@ -5,8 +5,16 @@ import pandas as pd
 import pytest
 
 from auditor.io import read_dataset
-from auditor.scoring import ScoringConfig, frame_components, mirror_ratio, score_points, student_score
-from auditor.shape_model import shape_residuals
+from auditor.scoring import (
+    ScoringConfig,
+    face_model_scale,
+    frame_components,
+    mirror_ratio,
+    prediction_weight,
+    score_points,
+    student_score,
+)
+from auditor.shape_model import conditional_residuals
 
 TRUTH = Path(__file__).resolve().parents[1] / "sample_data" / "truth"
 
@@ -121,20 +129,41 @@ def test_student_score_and_mirror_ratio():
     assert direct[0] == pytest.approx(20 / 3 / 10) and ratio[0] == 0
 
 
-def test_shape_model_residual_marks_the_moved_point_and_ignores_pose(truth):
+def test_a_face_the_model_missed_whole_is_not_blamed_on_its_labels(truth):
+    scheme = truth.scheme
+    human, pred, _, iod = noisy_case(truth, seed=3)
+    pred[8] += np.array([0.06, -0.04]) * iod[8, 0]  # the model misplaced the whole face
+    human[8, 30] += np.array([0.12, 0.0]) * iod[8, 0]  # and one of its labels is wrong
+    scores = {}
+    for face_scale in (False, True):
+        points, _ = score_points(*tables(human, pred, scheme), scheme, ScoringConfig(face_scale=face_scale))
+        scores[face_scale] = points["label_score"].to_numpy().reshape(-1, 68)
+    others = np.delete(scores[True][8], 30)
+    assert (np.delete(scores[False][8], 30) < ScoringConfig().issue_threshold).sum() > 20
+    assert (others < ScoringConfig().issue_threshold).sum() == 0
+    assert scores[True][8, 30] < ScoringConfig().issue_threshold and scores[True][8].argmin() == 30
+    z = np.zeros((3, 68, 2))
+    z[..., 0] = np.sqrt(2 * np.log(2))  # the median norm of a 2-D standard normal: a face fitted as usual
+    z[1:] *= 5
+    np.testing.assert_allclose(face_model_scale(z, np.array([False, False, True])), [1.0, 5.0, 1.0])
+
+
+def test_an_imprecise_model_weighs_less_than_the_labels_shape(truth):
+    scheme = truth.scheme
+    human, pred, _, iod = noisy_case(truth, seed=4)
     rng = np.random.default_rng(4)
-    landmarks = truth.landmarks.copy()
-    iod = truth.normaliser()
-    landmarks[9, 48] += np.array([0.12, -0.05]) * iod[9]
-    angle = rng.uniform(-0.5, 0.5, len(truth))
-    scale = rng.uniform(0.5, 2.0, len(truth))
-    rot = np.stack([np.stack([np.cos(angle), -np.sin(angle)], -1), np.stack([np.sin(angle), np.cos(angle)], -1)], -2)
-    posed = np.einsum("nij,nkj->nki", rot * scale[:, None, None], landmarks) + rng.uniform(-50, 50, (len(truth), 1, 2))
-    residual = np.linalg.norm(shape_residuals(posed, truth.scheme.normaliser(posed)), axis=-1)
-    assert np.argmax(residual[9]) == 48 and residual[9, 48] > 0.08
-    others = np.delete(residual.ravel(), 9 * 68 + 48)
-    assert np.percentile(others, 99) < 0.05
-    np.testing.assert_allclose(residual, np.linalg.norm(shape_residuals(landmarks, iod), axis=-1), atol=2e-3)
+    poor = truth.landmarks + rng.standard_t(3, truth.landmarks.shape) * 0.05 * iod  # a model worse than the labels
+    human[6, 48] += np.array([0.06, 0.03]) * iod[6, 0]  # a moderate error at a mouth corner
+    shape = conditional_residuals(human, iod[:, 0, 0])
+    weights, ranks = [], []
+    for prediction, weight in ((pred, None), (poor, None), (poor, 1.0)):
+        weights.append(prediction_weight((human - prediction) / iod, shape, np.zeros(len(truth), bool)))
+        score = score_points(*tables(human, prediction, scheme), scheme,
+                             ScoringConfig(pred_weight=weight))[0]["label_score"].to_numpy().reshape(-1, 68)
+        ranks.append((score < score[6, 48]).sum())
+    assert weights[0] > 0.7 and weights[1] < 0.5
+    assert ranks[1] < 30 and ranks[1] < ranks[2] / 2  # of 8,160 labels: the labels' shape carries it
+    assert prediction_weight(np.ones((2, 3, 2)), np.ones((2, 3, 2)), np.array([False, False])) == 1.0
 
 
 def test_config_round_trips_to_json():
