@@ -1,13 +1,14 @@
 """The audit: model + search + heatmap shape measures + scoring -> the audit directory (docs/audit_format.md).
 
 Faces stream through in batches: the heatmaps of a batch are searched, measured, cut to the windows the
-app draws, written to a memory-mapped store and dropped, so memory grows only with the output tables.
+app draws, appended to the heatmap store's files and dropped, so memory grows only with the output tables.
 The scoring needs every face's residuals (each point's spread over the dataset), so it runs once at the
 end over the tables; `merge_audits` re-runs it over the union of shards.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
@@ -84,6 +85,51 @@ def resolve_device(device: str) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InputError("CUDA was asked for but is not available", field="--device")
     return resolved
+
+
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's malloc_trim; nothing elsewhere): each batch's
+    large buffers otherwise leave the heap fragmented, and a long audit's resident memory creeps up."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 (musl and others lack it)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _load_libc()
+
+
+class _NpyWriter:
+    """Writes an .npy file of a known shape front to back, a block of rows at a time: unlike a memory map, the
+    written rows do not stay resident in the process, so memory does not grow with the dataset."""
+
+    def __init__(self, path: Path, dtype: np.dtype | type, shape: tuple[int, ...]) -> None:
+        self.dtype, self.shape, self.rows = np.dtype(dtype), shape, 0
+        self.file = open(path, "wb")  # noqa: SIM115 (closed in __exit__)
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(self.file, header)
+
+    def append(self, rows: np.ndarray) -> None:
+        """Write the next rows (n, *shape[1:])."""
+        if rows.shape[1:] != self.shape[1:] or self.rows + len(rows) > self.shape[0]:
+            raise ValueError(f"rows {rows.shape} do not fit {self.shape} after {self.rows} rows")
+        self.file.write(np.ascontiguousarray(rows, dtype=self.dtype).tobytes())
+        self.rows += len(rows)
+
+    def __enter__(self) -> _NpyWriter:
+        return self
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        self.file.close()
+        if kind is None and self.rows != self.shape[0]:
+            raise RuntimeError(f"{self.file.name}: wrote {self.rows} of {self.shape[0]} rows")
 
 
 def _measure(batch, landmarks: np.ndarray, search_config: SearchConfig, side: int) -> dict[str, np.ndarray]:
@@ -225,29 +271,23 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
     with atomic_directory(out, carry=REVIEW_FILES) as tmp:
         store = tmp / "heatmaps"
         store.mkdir()
-        windows = np.lib.format.open_memmap(store / "windows.npy", mode="w+", dtype=np.float16,
-                                            shape=(len(faces), k, side, side))
-        origins = np.lib.format.open_memmap(store / "origins.npy", mode="w+", dtype=np.int16,
-                                            shape=(len(faces), k, 2))
-        affines = np.lib.format.open_memmap(store / "to_heatmap.npy", mode="w+", dtype=np.float64,
-                                            shape=(len(faces), 3, 3))
         parts: dict[str, list[np.ndarray]] = {}
         bar = tqdm(total=len(faces), desc="audit", unit="face", disable=None if progress else True)
-        try:
-            for batch in iterate_heatmaps(model, ds, indices=faces, batch_size=batch_size, device=torch_device):
-                measured = _measure(batch, ds.landmarks[batch.index], search_config, side)
-                rows = batch.index - start
-                windows[rows] = measured.pop("windows")
-                origins[rows] = measured.pop("origins")
-                affines[rows] = batch.to_heatmap
-                for key, value in measured.items():
-                    parts.setdefault(key, []).append(value)
-                bar.update(len(batch.index))
-        finally:
-            bar.close()
-        for array in (windows, origins, affines):
-            array.flush()
-        del windows, origins, affines
+        with (_NpyWriter(store / "windows.npy", np.float16, (len(faces), k, side, side)) as windows,
+              _NpyWriter(store / "origins.npy", np.int16, (len(faces), k, 2)) as origins,
+              _NpyWriter(store / "to_heatmap.npy", np.float64, (len(faces), 3, 3)) as affines):
+            try:
+                for batch in iterate_heatmaps(model, ds, indices=faces, batch_size=batch_size, device=torch_device):
+                    measured = _measure(batch, ds.landmarks[batch.index], search_config, side)
+                    windows.append(measured.pop("windows"))
+                    origins.append(measured.pop("origins"))
+                    affines.append(batch.to_heatmap)
+                    for key, value in measured.items():
+                        parts.setdefault(key, []).append(value)
+                    bar.update(len(batch.index))
+                    release_free_memory()
+            finally:
+                bar.close()
         stacked = {key: np.concatenate(parts.pop(key)) for key in list(parts)}
         points, images = _tables(ds, faces, stacked)
         del stacked
@@ -298,16 +338,12 @@ def merge_audits(shards: list[Path], out: str | Path, *, scoring: ScoringConfig 
         (tmp / "heatmaps").mkdir()
         for name in ("windows.npy", "origins.npy", "to_heatmap.npy"):
             arrays = [np.load(Path(shards[i]) / "heatmaps" / name, mmap_mode="r") for i in order]
-            merged = np.lib.format.open_memmap(tmp / "heatmaps" / name, mode="w+", dtype=arrays[0].dtype,
-                                               shape=(sum(len(a) for a in arrays),) + arrays[0].shape[1:])
-            row = 0
-            for a in arrays:
-                for lo in range(0, len(a), 256):
-                    chunk = a[lo:lo + 256]
-                    merged[row:row + len(chunk)] = chunk
-                    row += len(chunk)
-            merged.flush()
-            del merged, arrays
+            shape = (sum(len(a) for a in arrays),) + arrays[0].shape[1:]
+            with _NpyWriter(tmp / "heatmaps" / name, arrays[0].dtype, shape) as merged:
+                for a in arrays:
+                    for lo in range(0, len(a), 256):
+                        merged.append(a[lo:lo + 256])
+            del arrays
         tables = [load_audit(shards[i]) for i in order]  # validated: a damaged shard is an InputError naming it
         points = pd.concat([t.points for t in tables], ignore_index=True)
         images = pd.concat([t.images for t in tables], ignore_index=True)

@@ -213,3 +213,18 @@ def test_cli_audit_then_evaluate(setup, tmp_path):
     assert expected <= set(last)
     assert 0 <= float(last["all_auroc"]) <= 1
     assert Path(out / "points.parquet").is_file()
+
+
+def test_heatmap_store_writer_streams_rows_into_a_valid_npy(tmp_path):
+    path = tmp_path / "w.npy"
+    rows = np.arange(5 * 2 * 3, dtype=np.float32).reshape(5, 2, 3)
+    with audit_module._NpyWriter(path, np.float16, (5, 2, 3)) as writer:
+        writer.append(rows[:2])
+        writer.append(rows[2:])
+        with pytest.raises(ValueError, match="do not fit"):
+            writer.append(rows[:1])
+    np.testing.assert_array_equal(np.load(path), rows.astype(np.float16))
+    with pytest.raises(RuntimeError, match="wrote 2 of 5 rows"):
+        with audit_module._NpyWriter(path, np.float16, (5, 2, 3)) as writer:
+            writer.append(rows[:2])
+    audit_module.release_free_memory()
