@@ -132,11 +132,13 @@ class _NpyWriter:
             raise RuntimeError(f"{self.file.name}: wrote {self.rows} of {self.shape[0]} rows")
 
 
-def _measure(batch, landmarks: np.ndarray, search_config: SearchConfig, side: int) -> dict[str, np.ndarray]:
-    """Everything the audit keeps of one batch: positions (B, K, 2) in image px, measures (B, K), windows."""
+def _measure(batch, landmarks: np.ndarray, search_config: SearchConfig, side: int,
+             contour: np.ndarray) -> dict[str, np.ndarray]:
+    """Everything the audit keeps of one batch: positions (B, K, 2) in image px, measures (B, K), windows;
+    contour (K,) marks the contour points (their own search prior)."""
     heat = batch.ghcu_heatmaps
     human_hm = torch.from_numpy(apply_affine(batch.to_heatmap, landmarks)).to(heat)
-    found = search(heat, human_hm, search_config)
+    found = search(heat, human_hm, search_config, contour=contour)
     pred_hm, confidence = decode(heat)
     stats = shape_stats(heat, human_hm, search_config)
     gain = found.score - (found.log_likelihood_at_label + found.log_prior_at_label)
@@ -278,7 +280,7 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
               _NpyWriter(store / "to_heatmap.npy", np.float64, (len(faces), 3, 3)) as affines):
             try:
                 for batch in iterate_heatmaps(model, ds, indices=faces, batch_size=batch_size, device=torch_device):
-                    measured = _measure(batch, ds.landmarks[batch.index], search_config, side)
+                    measured = _measure(batch, ds.landmarks[batch.index], search_config, side, ds.scheme.contour_mask)
                     windows.append(measured.pop("windows"))
                     origins.append(measured.pop("origins"))
                     affines.append(batch.to_heatmap)

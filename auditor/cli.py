@@ -270,8 +270,10 @@ def evaluate(
                    "every flagged point's proposal accepted")
         typer.echo(near.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         by = near.set_index("position")
-        keys["contour_ratio"] = by.loc["searched", "contour_clean"] / by.loc["human", "contour_clean"]
-        keys["corrected_ratio"] = by.loc["corrected", "all"] / by.loc["human", "all"]
+        if by.loc["human", "contour_clean"] > 0:  # zero when the "truth" is the labels before planting
+            keys["contour_ratio"] = by.loc["searched", "contour_clean"] / by.loc["human", "contour_clean"]
+        if by.loc["human", "all"] > 0:
+            keys["corrected_ratio"] = by.loc["corrected", "all"] / by.loc["human", "all"]
     typer.echo(" ".join(f"{k}={v:.4f}" for k, v in keys.items()))
 
 

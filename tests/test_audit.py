@@ -213,6 +213,13 @@ def test_cli_audit_then_evaluate(setup, tmp_path):
     assert expected <= set(last)
     assert 0 <= float(last["all_auroc"]) <= 1
     assert Path(out / "points.parquet").is_file()
+    # a "truth" with no error on the points (as for errors planted into real labels, off the planted points):
+    # the ratios over the labels' error are left out, not printed as inf
+    result = auditor_cli("evaluate", out, "--noise", root / "syn" / "truth" / "noise.csv", "--truth",
+                         root / "syn" / "faces")
+    assert result.returncode == 0 and "Warning" not in result.stderr, result.stderr
+    last = dict(pair.split("=") for pair in result.stdout.strip().splitlines()[-1].split())
+    assert "contour_ratio" not in last and "corrected_ratio" not in last and "inf" not in result.stdout
 
 
 def test_heatmap_store_writer_streams_rows_into_a_valid_npy(tmp_path):

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -72,6 +73,34 @@ def test_fast_matches_reference_on_structured_maps(similarity, dtype, device):
     assert_same_result(fast, search_reference(maps, labels, config), dtype)
 
 
+@pytest.mark.parametrize("similarity", ["chi2", "ncc"])
+def test_fast_matches_reference_with_contour_priors(similarity, device):
+    g = torch.Generator().manual_seed(3)
+    maps = structured_heatmaps(g, 3, 6, 64, torch.float64)
+    labels = labels_near(torch.rand(3, 6, 2, generator=g, dtype=torch.float64) * 56 + 4, g, 3.0)
+    contour = torch.tensor([True, False, True, True, False, False])
+    config = SearchConfig(similarity=similarity)
+    fast = search(maps.to(device), labels.to(device), config, contour=contour.to(device))
+    assert_same_result(fast, search_reference(maps, labels, config, contour=contour), torch.float64)
+    assert not torch.equal(fast.searched.cpu(), search(maps, labels, config).searched)  # the mask matters
+
+
+def test_contour_points_trust_the_label_less():
+    config = SearchConfig()
+    assert config.prior_sigma_px(64) == 1.0 and config.prior_sigma_px(64, contour=True) == 4.0
+    assert SearchConfig().prior_sigma_px(32, contour=True) == 2.0  # scales with R when left as None
+    assert config.prior_sigmas_px(64, np.array([True, False]), 2).tolist() == [4.0, 1.0]
+    assert config.prior_sigmas_px(64, None, 3).tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="contour must be a"):
+        config.prior_sigmas_px(64, np.array([True]), 2)
+    with pytest.raises(ValueError, match="contour_prior_sigma"):
+        SearchConfig(contour_prior_sigma=0.0)
+    peak = torch.tensor([[[30.0, 30.0], [30.0, 30.0]]])
+    label = peak + torch.tensor([2.5, 0.0])
+    moved = search(encode(peak, 64), label, config, contour=np.array([True, False])).searched - label
+    assert float(moved[0, 0, 0]) < float(moved[0, 1, 0]) < 0  # both move toward the peak, the contour point further
+
+
 def test_fast_matches_reference_on_exact_gaussian_tails():
     # Far from its peak a float32 Gaussian is tiny: squared, it would underflow without the rescaling.
     peaks = torch.tensor([[[10.0, 10.0], [50.0, 50.0], [5.0, 40.0]]])
@@ -117,11 +146,15 @@ def test_ridge_gives_a_position_on_the_ridge(angle, device):
     normal = torch.tensor([-math.sin(angle), math.cos(angle)])
     tangent = torch.tensor([math.cos(angle), math.sin(angle)])
     label = torch.tensor(centre) + 2.5 * normal + 1.5 * tangent
-    # chi2: ncc's bounded distance is too flat across a ridge to beat the prior (see SearchConfig)
-    result = search(maps.to(device), label[None, None].to(device), SearchConfig(similarity="chi2"))
+    # chi2: ncc's bounded distance is too flat across a ridge to beat the prior (see SearchConfig); a ridge is a
+    # contour, so the contour prior applies, while the crisp points' tight prior keeps the label off it
+    config = SearchConfig(similarity="chi2", prior_sigma=0.5, contour_prior_sigma=2.0)
+    result = search(maps.to(device), label[None, None].to(device), config, contour=torch.tensor([True]))
     offset = result.searched[0, 0].cpu() - torch.tensor(centre)
     assert abs(float(offset @ normal)) < 0.25  # on the ridge
     assert abs(float(offset @ tangent) - 1.5) < 1.0  # and close to where the label was along it
+    crisp = search(maps.to(device), label[None, None].to(device), config).searched[0, 0].cpu() - torch.tensor(centre)
+    assert float(crisp @ normal) > 0.5  # clearly off the ridge (the label is 2.5 px off it)
 
 
 @pytest.mark.parametrize("peak", [(3.0, 30.0), (60.0, 30.0), (30.0, 3.2), (30.0, 60.0), (3.4, 3.0), (59.6, 60.3),

@@ -10,7 +10,7 @@ from auditor.heatmaps import decode, encode
 from auditor.io import read_dataset
 from auditor.model import get_preset
 from auditor.synth import generate
-from auditor.train import heatmap_loss, learning_rate, perturb_heatmaps, train
+from auditor.train import heatmap_loss, learning_rate, perturb_heatmaps, train, training_search_config
 
 TINY = dict(epochs=1, rounds=2, round_epochs=1, ghcu_epochs=1, batch_size=4, round_tolerance=0.0)
 
@@ -127,3 +127,9 @@ def test_two_gloo_processes_hold_the_same_weights(faces, tmp_path):
     assert len(hashes) == 2 and hashes[0] == hashes[1]
     assert state["stage"] == "done" and len(state["targets"]) == 3
     assert np.isfinite(state["targets"][-1].numpy()).all()  # every face's target gathered from its shard
+
+
+def test_rounds_search_with_one_label_trusting_prior_for_every_point():
+    for preset, sigma in (("cpu", 2.0), ("tiny", 1.0)):  # 2 px at R = 64, scaled with R
+        config = training_search_config(get_preset(preset))
+        assert config.prior_sigma_px(64) == config.prior_sigma_px(64, contour=True) == sigma
