@@ -239,6 +239,11 @@ def _counts(points: pd.DataFrame, images: pd.DataFrame) -> dict:
             "issue_types": {str(k): int(v) for k, v in points["issue_type"].value_counts().items() if k}}
 
 
+def _fitted(points: pd.DataFrame) -> dict:
+    """What the scoring fitted to this dataset rather than took from its config (the prediction's weight)."""
+    return {"pred_weight": points.attrs.get("pred_weight")}
+
+
 def _write_tables(out: Path, points: pd.DataFrame, images: pd.DataFrame, manifest: dict) -> None:
     points.to_parquet(out / "points.parquet", index=False)
     images.to_parquet(out / "images.parquet", index=False)
@@ -305,6 +310,7 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
                       "config": payload["config"]},
             "search": {key: value for key, value in asdict(search_config).items() if key != "chunk_size"},
             "scoring": scoring.to_json(),
+            "scoring_fitted": _fitted(points),
             "heatmaps": {"source": "ghcu", "window": side, "dtype": "float16", "heatmap_size": size,
                          "bytes_per_face": k * side * side * 2},
             "shard": None if shard is None else {"index": shard[0], "count": shard[1], "faces": [start, stop]},
@@ -357,7 +363,7 @@ def merge_audits(shards: list[Path], out: str | Path, *, scoring: ScoringConfig 
             if dataset.get(key) is not None:
                 dataset[key] = _relative(str(Path(shards[order[0]]) / dataset[key]), Path(out))
         manifest = dict(first, dataset=dataset, created_at=datetime.now(UTC).isoformat(timespec="seconds"), shard=None,
-                        scoring=scoring.to_json(), counts=_counts(points, images),
+                        scoring=scoring.to_json(), scoring_fitted=_fitted(points), counts=_counts(points, images),
                         timing={"seconds": round(seconds, 2), "faces_per_second": round(len(images) / seconds, 2),
                                 "device": first["timing"]["device"], "merged_from": len(shards)})
         _write_tables(tmp, points, images, manifest)

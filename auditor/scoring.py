@@ -192,6 +192,7 @@ def score_points(points: pd.DataFrame, images: pd.DataFrame, scheme: LandmarkSch
     pred_weight = config.pred_weight
     if pred_weight is None:
         pred_weight = prediction_weight(components, shape, swapped)
+    points.attrs["pred_weight"] = float(pred_weight)  # the manifest records it
     score = (student_score(np.square(z).sum(-1), config.dof) ** pred_weight
              * student_score(np.square((shape_parts - shape_centre) / shape_sigma).sum(-1),
                              config.dof) ** config.shape_weight

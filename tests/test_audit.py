@@ -55,6 +55,7 @@ def test_audit_directory_has_every_column_and_a_consistent_store(setup):
     assert (points["is_label_issue"] == (points["issue_type"].isin(["gross_error", "off_contour", "swapped_sides"])
                                          | (scores < manifest["scoring"]["issue_threshold"]))).all()
     assert manifest["counts"]["faces"] == 7 and manifest["counts"]["label_issues"] == points["is_label_issue"].sum()
+    assert 0 < manifest["scoring_fitted"]["pred_weight"] <= 1 and manifest["scoring"]["pred_weight"] is None
     assert (whole / manifest["dataset"]["path"]).resolve() == (root / "syn" / "faces").resolve()
     assert manifest["dataset"]["fingerprint"] == ds.fingerprint()
     windows = np.load(whole / "heatmaps" / "windows.npy", mmap_mode="r")
@@ -107,6 +108,8 @@ def test_shards_merge_into_the_whole_audit(setup, tmp_path):
                                np.load(merged / "heatmaps" / "windows.npy").astype(np.float32), atol=2e-3)
     assert manifest["shard"] is None and (merged / manifest["dataset"]["path"]).resolve() == (
         root / "syn" / "faces").resolve()
+    whole_weight = json.loads((whole / "manifest.json").read_text())["scoring_fitted"]["pred_weight"]
+    assert manifest["scoring_fitted"]["pred_weight"] == pytest.approx(whole_weight, rel=0.02)  # refitted on all
     with pytest.raises(InputError, match="exactly once"):
         merge_audits([parts[0], parts[1]], tmp_path / "bad")
     with pytest.raises(InputError, match="not a shard"):
