@@ -29,7 +29,7 @@ class Config:
     rounds: int = 2  # semantic-alignment rounds after round 0
     round_epochs: int = 6  # epochs of training on each round's searched targets
     round_tolerance: float = 0.05  # stop early when targets move less than this (mean, heatmap px)
-    ghcu_epochs: int = 10
+    ghcu_epochs: int = 30  # 10 left the cpu preset's GHCU far from converged (benchmarks/README.md, SA section)
     ghcu_drop: float = 0.15  # fraction of input heatmaps zeroed while training the GHCU
     ghcu_shift: float = 0.15  # fraction of input heatmaps displaced while training the GHCU
     # augmentation
