@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from auditor.schemes import LandmarkScheme
-from auditor.shape_model import conditional_residuals, shape_residuals
+from auditor.shape_model import conditional_residuals, fit_labels, shape_residuals
 
 ISSUE_TYPES = ("gross_error", "off_contour", "contour_slide", "swapped_sides", "low_confidence")
 MAD_TO_SIGMA = 1.4826  # a normal distribution's σ over its median absolute deviation
@@ -185,7 +185,8 @@ def score_points(points: pd.DataFrame, images: pd.DataFrame, scheme: LandmarkSch
     z = (components - centre) / sigma
     if config.face_scale:
         z = z / face_model_scale(z, swapped)[:, None, None]
-    shape = conditional_residuals(human, norm, components=config.shape_components)  # (N, K, 2)
+    fit = fit_labels(human, config.shape_components)  # aligns the faces for both shape models
+    shape = conditional_residuals(human, norm, fit=fit)  # (N, K, 2)
     shape_parts = frame_components(shape, tangents)
     shape_centre, shape_sigma = robust_spread(shape_parts, is_contour, config)
     searched = grid("searched_nme")
@@ -222,7 +223,7 @@ def score_points(points: pd.DataFrame, images: pd.DataFrame, scheme: LandmarkSch
     points["tangential_nme"] = tangential.ravel()
     points["normal_nme"] = normal.ravel()
     points["shape_residual_nme"] = np.linalg.norm(shape, axis=-1).ravel()
-    points["pca_residual_nme"] = np.linalg.norm(shape_residuals(human, norm, config.shape_components), axis=-1).ravel()
+    points["pca_residual_nme"] = np.linalg.norm(shape_residuals(human, norm, fit=fit), axis=-1).ravel()
     points["label_score"] = score.ravel()
     points["issue_type"] = pd.array(kind.ravel(), dtype="string")
     points["is_label_issue"] = issue.ravel()

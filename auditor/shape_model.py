@@ -22,6 +22,8 @@ so one wrong point does not spoil its neighbours' residuals.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 TUKEY_C = 4.685  # biweight tuning constant (95 % efficiency under normal residuals)
@@ -112,12 +114,26 @@ def _pca(shapes: np.ndarray, known: np.ndarray, components: int) -> ShapeModel:
     return ShapeModel(filled.mean(0), modes[:, :k] + 1j * modes[:, k:])
 
 
-def shape_residuals(landmarks: np.ndarray, normaliser: np.ndarray, components: int = 8) -> np.ndarray:
-    """(N, K, 2) residual label - fit of each label (N, K, 2) from the robust shape model fitted to all labels, in
-    NME units (image axes); NaN where a label is missing."""
+class LabelFit(NamedTuple):
+    """The robust PCA shape model of a set of labels and each face's fit to it (complex (N, K) arrays)."""
+
+    model: ShapeModel
+    residual: np.ndarray  # label - fit, in the faces' frame; NaN where unknown
+    weights: np.ndarray  # final biweight of each point (0 for outliers)
+    fitted: np.ndarray  # the fit, in the faces' frame
+
+
+def fit_labels(landmarks: np.ndarray, components: int = 8) -> LabelFit:
+    """The robust PCA shape model of faces (N, K, 2) (NaN where missing), and every face fitted to it."""
     model = fit_shape_model(landmarks, components)
-    known = np.isfinite(landmarks).all(-1)
-    residual, _, _ = model.fit_faces(_as_complex(np.nan_to_num(landmarks)), known)
+    return LabelFit(model, *model.fit_faces(_as_complex(np.nan_to_num(landmarks)), np.isfinite(landmarks).all(-1)))
+
+
+def shape_residuals(landmarks: np.ndarray, normaliser: np.ndarray, components: int = 8, *,
+                    fit: LabelFit | None = None) -> np.ndarray:
+    """(N, K, 2) residual label - fit of each label (N, K, 2) from the robust shape model fitted to all labels, in
+    NME units (image axes); NaN where a label is missing. `fit`: `fit_labels` of the same labels, if already made."""
+    residual = (fit or fit_labels(landmarks, components)).residual
     return np.stack([residual.real, residual.imag], -1) / normaliser[:, None, None]
 
 
@@ -178,16 +194,17 @@ def _conditional(vectors: np.ndarray, observed: np.ndarray, known: np.ndarray, m
 
 
 def conditional_residuals(landmarks: np.ndarray, normaliser: np.ndarray, *, components: int = 8, folds: int = 10,
-                          iterations: int = 3, seed: int = 0) -> np.ndarray:
+                          iterations: int = 3, seed: int = 0, fit: LabelFit | None = None) -> np.ndarray:
     """(N, K, 2) residual of each label (N, K, 2) from its conditional mean given the face's other labels, under a
-    Gaussian shape model of the other folds' faces, in NME units (image axes); NaN where a label is missing."""
+    Gaussian shape model of the other folds' faces, in NME units (image axes); NaN where a label is missing.
+    `fit`: `fit_labels` of the same labels, if already made (it aligns the faces)."""
+    fit = fit or fit_labels(landmarks, components)
     n, k, _ = landmarks.shape
     if n < 3:  # no covariance to speak of: fall back to the PCA residual
-        return shape_residuals(landmarks, normaliser, components)
+        return shape_residuals(landmarks, normaliser, fit=fit)
     known = np.isfinite(landmarks).all(-1)
     shapes = _as_complex(np.nan_to_num(landmarks))
-    model = fit_shape_model(landmarks, components)
-    _, weights, fitted = model.fit_faces(shapes, known)
+    model, _, weights, fitted = fit
     filled = np.where(known, shapes, fitted)
     a, t = _align(filled, np.broadcast_to(model.mean, filled.shape), weights)
     aligned = a[:, None] * filled + t[:, None]
