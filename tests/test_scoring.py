@@ -1,10 +1,7 @@
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from auditor.io import read_dataset
 from auditor.scoring import (
     ScoringConfig,
     face_model_scale,
@@ -15,13 +12,6 @@ from auditor.scoring import (
     student_score,
 )
 from auditor.shape_model import conditional_residuals
-
-TRUTH = Path(__file__).resolve().parents[1] / "sample_data" / "truth"
-
-
-@pytest.fixture(scope="module")
-def truth():
-    return read_dataset(TRUTH).subset(np.arange(120))
 
 
 def tables(human: np.ndarray, pred: np.ndarray, scheme, *, searched: np.ndarray | None = None):

@@ -1,14 +1,7 @@
 import numpy as np
 import pytest
 
-from auditor.io import read_dataset
 from auditor.shape_model import _conditional, conditional_residuals, shape_residuals
-from tests.test_scoring import TRUTH
-
-
-@pytest.fixture(scope="module")
-def truth():
-    return read_dataset(TRUTH).subset(np.arange(120))
 
 
 def posed(landmarks: np.ndarray, seed: int) -> np.ndarray:
