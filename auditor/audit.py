@@ -253,8 +253,11 @@ def _write_tables(out: Path, points: pd.DataFrame, images: pd.DataFrame, manifes
 def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: dict | None = None,
               device: str = "auto", batch_size: int = 32, shard: tuple[int, int] | None = None,
               search_config: SearchConfig | None = None, scoring: ScoringConfig | None = None,
-              progress: bool = True) -> dict:
-    """Audit every face of `ds` (or one shard) with a checkpoint; write the directory `out`; return its manifest."""
+              flip: bool = True, progress: bool = True) -> dict:
+    """Audit every face of `ds` (or one shard) with a checkpoint; write the directory `out`; return its manifest.
+
+    `flip`: the heatmaps are the mean of each face's and its mirror image's (through the scheme's flip pairs).
+    """
     started = time.perf_counter()
     search_config, scoring = search_config or SearchConfig(), scoring or ScoringConfig()
     checkpoint = Path(checkpoint)
@@ -284,7 +287,8 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
               _NpyWriter(store / "origins.npy", np.int16, (len(faces), k, 2)) as origins,
               _NpyWriter(store / "to_heatmap.npy", np.float64, (len(faces), 3, 3)) as affines):
             try:
-                for batch in iterate_heatmaps(model, ds, indices=faces, batch_size=batch_size, device=torch_device):
+                for batch in iterate_heatmaps(model, ds, indices=faces, batch_size=batch_size, device=torch_device,
+                                              flip=flip):
                     measured = _measure(batch, ds.landmarks[batch.index], search_config, side, ds.scheme.contour_mask)
                     windows.append(measured.pop("windows"))
                     origins.append(measured.pop("origins"))
@@ -311,8 +315,8 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
             "search": {key: value for key, value in asdict(search_config).items() if key != "chunk_size"},
             "scoring": scoring.to_json(),
             "scoring_fitted": _fitted(points),
-            "heatmaps": {"source": "ghcu", "window": side, "dtype": "float16", "heatmap_size": size,
-                         "bytes_per_face": k * side * side * 2},
+            "heatmaps": {"source": "ghcu", "flip_averaged": flip, "window": side, "dtype": "float16",
+                         "heatmap_size": size, "bytes_per_face": k * side * side * 2},
             "shard": None if shard is None else {"index": shard[0], "count": shard[1], "faces": [start, stop]},
             "counts": _counts(points, images),
             "timing": {"seconds": round(seconds, 2), "faces_per_second": round(len(faces) / seconds, 2),
@@ -330,8 +334,8 @@ def merge_audits(shards: list[Path], out: str | Path, *, scoring: ScoringConfig 
     for path, m in zip(shards, manifests, strict=True):
         if m.get("shard") is None:
             raise InputError("not a shard (audited without --shard)", path=path)
-        for key, what in (("dataset", "fingerprint"), ("model", "sha256")):
-            if m[key][what] != first[key][what]:
+        for key, what in (("dataset", "fingerprint"), ("model", "sha256"), ("heatmaps", "flip_averaged")):
+            if m[key].get(what) != first[key].get(what):
                 raise InputError(f"another {key} than {shards[0]} ({what} differs)", path=path)
     count = first["shard"]["count"]
     order = sorted(range(len(shards)), key=lambda i: manifests[i]["shard"]["index"])

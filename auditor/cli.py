@@ -188,6 +188,8 @@ def audit(
     batch_size: Annotated[int, typer.Option(min=1, help="Faces per model batch.")] = 32,
     shard: Annotated[str | None, typer.Option(help="Audit only shard i of n (i/n, contiguous blocks of faces); "
                                                    "join the shards with `auditor merge`.")] = None,
+    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Average each face's heatmaps with its mirror "
+                                       "image's (twice the model time; positions closer to the truth).")] = True,
     format: FormatOpt = None,
     scheme: SchemeOpt = None,
     skip_bad: SkipBadOpt = False,
@@ -200,7 +202,8 @@ def audit(
     ds = _read(data, format, scheme, skip_bad, images_root)
     source = {"path": str(data.resolve()), "images_root": None if images_root is None else str(images_root.resolve())}
     try:
-        manifest = run_audit(ds, model, out, source=source, device=device, batch_size=batch_size, shard=parsed)
+        manifest = run_audit(ds, model, out, source=source, device=device, batch_size=batch_size, shard=parsed,
+                             flip=flip)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: {out} was left as it was", err=True)
         raise SystemExit(130) from None

@@ -29,9 +29,27 @@ class Batch:
         return apply_affine(invert_affine(self.to_heatmap), xy_hm)
 
 
+@torch.no_grad()
+def model_heatmaps(model: LandmarkModel, images: torch.Tensor,
+                   flip: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Last-stack and GHCU heatmaps (B, K, R, R), float32, of crops (B, 3, S, S); with `flip` (the scheme's (K,)
+    flip permutation), each the mean of the crop's heatmaps and its mirror image's, mirrored back."""
+    stacks, corrected = model(images)
+    stack, corrected = stacks[:, -1].float(), corrected.float()
+    if flip is None:
+        return stack, corrected
+    perm = torch.tensor(np.asarray(flip), dtype=torch.long, device=images.device)
+    mirrored_stacks, mirrored = model(images.flip(-1))
+    # crop and heatmap pixels share centres, so x -> S - 1 - x in the crop is x -> R - 1 - x in the map
+    stack = 0.5 * (stack + mirrored_stacks[:, -1].float().flip(-1)[:, perm])
+    return stack, 0.5 * (corrected + mirrored.float().flip(-1)[:, perm])
+
+
 def iterate_heatmaps(model: LandmarkModel, ds: Dataset, *, indices: np.ndarray | None = None, batch_size: int = 32,
-                     device: str | torch.device = "cpu", workers: int = 0) -> Iterator[Batch]:
-    """Model output for the faces at `indices` (all by default), un-augmented, in order, batch by batch."""
+                     device: str | torch.device = "cpu", workers: int = 0, flip: bool = False) -> Iterator[Batch]:
+    """Model output for the faces at `indices` (all by default), un-augmented, in order, batch by batch; `flip`
+    averages each face's heatmaps with its mirror image's (test-time flip, through the scheme's flip pairs)."""
+    permutation = ds.scheme.flip_permutation if flip else None
     crops = FaceCrops(ds, model.config)
     subset = np.arange(len(ds)) if indices is None else np.asarray(indices)
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(crops, subset.tolist()), batch_size=batch_size,
@@ -42,19 +60,19 @@ def iterate_heatmaps(model: LandmarkModel, ds: Dataset, *, indices: np.ndarray |
     try:
         with torch.no_grad():
             for images, _, to_hm in loader:
-                stacks, corrected = model(images.to(device))
+                stack, corrected = model_heatmaps(model, images.to(device), permutation)
                 n = len(images)
-                yield Batch(subset[start:start + n], stacks[:, -1].float(), corrected.float(), to_hm.numpy())
+                yield Batch(subset[start:start + n], stack, corrected, to_hm.numpy())
                 start += n
     finally:
         model.train(was_training)
 
 
 def predict(model: LandmarkModel, ds: Dataset, *, batch_size: int = 32, device: str | torch.device = "cpu",
-            use_ghcu: bool = True) -> np.ndarray:
+            use_ghcu: bool = True, flip: bool = False) -> np.ndarray:
     """(N, K, 2) predicted landmarks in image pixels, decoded from the GHCU (or the last stack's) heatmaps."""
     out = np.full(ds.landmarks.shape, np.nan)
-    for batch in iterate_heatmaps(model, ds, batch_size=batch_size, device=device):
+    for batch in iterate_heatmaps(model, ds, batch_size=batch_size, device=device, flip=flip):
         heatmaps = batch.ghcu_heatmaps if use_ghcu else batch.stack_heatmaps
         xy_hm, _ = decode(heatmaps.cpu())
         out[batch.index] = batch.to_image(xy_hm.double().numpy())

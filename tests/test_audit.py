@@ -61,7 +61,7 @@ def test_audit_directory_has_every_column_and_a_consistent_store(setup):
     windows = np.load(whole / "heatmaps" / "windows.npy", mmap_mode="r")
     side = manifest["heatmaps"]["window"]
     assert windows.shape == (7, 68, side, side) and windows.dtype == np.float16 and side == 9  # R = 32: h = 4
-    assert manifest["heatmaps"]["bytes_per_face"] == windows[0].nbytes
+    assert manifest["heatmaps"]["bytes_per_face"] == windows[0].nbytes and manifest["heatmaps"]["flip_averaged"]
 
 
 def test_store_holds_the_ghcu_heatmap_around_each_label(setup):
@@ -72,7 +72,7 @@ def test_store_holds_the_ghcu_heatmap_around_each_label(setup):
     from auditor.checkpoint import load_checkpoint, model_from_checkpoint
 
     model, _ = model_from_checkpoint(load_checkpoint(root / "m.pt"))
-    batch = next(iterate_heatmaps(model, ds, batch_size=2))
+    batch = next(iterate_heatmaps(model, ds, batch_size=2, flip=True))  # the audit's default
     np.testing.assert_allclose(to_hm[:2], batch.to_heatmap)
     heat = batch.ghcu_heatmaps.clamp_min(0).numpy()
     side = windows.shape[-1]
@@ -114,6 +114,9 @@ def test_shards_merge_into_the_whole_audit(setup, tmp_path):
         merge_audits([parts[0], parts[1]], tmp_path / "bad")
     with pytest.raises(InputError, match="not a shard"):
         merge_audits([parts[0], parts[1], whole], tmp_path / "bad")
+    run_audit(ds, root / "m.pt", tmp_path / "plain1", device="cpu", shard=(1, 3), flip=False, progress=False)
+    with pytest.raises(InputError, match="flip_averaged differs"):
+        merge_audits([parts[0], tmp_path / "plain1", parts[2]], tmp_path / "bad")
 
 
 def test_rerun_keeps_reviews_and_an_interrupted_run_leaves_the_old_audit(setup, tmp_path, monkeypatch):
@@ -205,9 +208,11 @@ def test_cli_audit_errors_are_one_line(setup, tmp_path):
 def test_cli_audit_then_evaluate(setup, tmp_path):
     root, _, _ = setup
     out = tmp_path / "cli_audit"
-    result = auditor_cli("audit", root / "syn" / "faces", "--model", root / "m.pt", "--out", out, "--device", "cpu")
+    result = auditor_cli("audit", root / "syn" / "faces", "--model", root / "m.pt", "--out", out, "--device", "cpu",
+                         "--no-flip")
     assert result.returncode == 0, result.stderr
     assert "audited 7 faces" in result.stdout and (out / "manifest.json").is_file()
+    assert json.loads((out / "manifest.json").read_text())["heatmaps"]["flip_averaged"] is False
     result = auditor_cli("evaluate", out, "--noise", root / "syn" / "truth" / "noise.csv", "--truth",
                          root / "syn" / "truth")
     assert result.returncode == 0, result.stderr
