@@ -138,7 +138,9 @@ def train(
     data: Annotated[Path, typer.Argument(help="The training dataset (any supported format).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The checkpoint to write (updated after every epoch).")],
     preset: Annotated[str, typer.Option(help="Model and training preset: paper, cpu or tiny.")] = "cpu",
-    epochs: Annotated[int | None, typer.Option(help="Epochs of round 0, on the human labels.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs of round 0, on the human labels, exactly (default: "
+                                                    "the preset's, raised on a small dataset so that round 0 "
+                                                    "sees min_images crops).")] = None,
     rounds: Annotated[int | None, typer.Option(help="Semantic-alignment rounds (search, then train) after round "
                                                     "0.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override any preset field, e.g. --set "
@@ -159,6 +161,7 @@ def train(
     overrides = parse_overrides(set_ or [])
     if epochs is not None:
         overrides["epochs"] = epochs
+        overrides.setdefault("min_images", "0")
     if rounds is not None:
         overrides["rounds"] = rounds
     config = get_preset(preset, **overrides)

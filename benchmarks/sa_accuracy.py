@@ -116,7 +116,8 @@ def synthetic(args: argparse.Namespace, work: Path) -> dict[str, float]:
     rows = [("baseline", "baseline (round 0)", 1.0), ("control", "control (human labels, same epochs)", 1.0),
             ("SA", "SA", ratio), ("SA + GHCU", "SA + GHCU", ratio)]
     print(f"\n### Synthetic: {args.train} train / {args.test} test faces, preset {config.name}, "
-          f"{config.epochs} + {config.rounds} x {config.round_epochs} epochs, GHCU {config.ghcu_epochs}; "
+          f"{config.for_dataset(len(human)).epochs} + {config.rounds} x {config.round_epochs} epochs, "
+          f"GHCU {config.ghcu_epochs}; "
           f"SA training took {sa_minutes:.1f} min\n")
     print("| model | NME vs truth (test) | NME vs human (test) | contour target error / human's (train) |")
     print("|---|---|---|---|")

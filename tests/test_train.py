@@ -99,6 +99,35 @@ def test_interrupted_training_resumes_exactly(faces, tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_a_small_dataset_trains_round_0_until_it_has_seen_min_images(faces, tmp_path):
+    ds = read_dataset(faces)  # 8 faces: 20 crops take ceil(20 / 8) = 3 epochs, not the preset's 1
+    config = get_preset("tiny", **TINY, min_images=20)
+    messages = []
+
+    def interrupt_in_round_0(message: str) -> None:
+        messages.append(message)
+        if message.startswith("round 0 epoch 2"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(ds, config, tmp_path / "m.pt", progress=False, log=interrupt_in_round_0)
+    assert "round 0: 3 epochs instead of 1" in messages[0]
+    _, state = train(ds, config, tmp_path / "m.pt", resume=True, progress=False, log=lambda _: None)
+    assert [h["round"] for h in state["history"] if h["stage"] == "hourglass"] == [0, 0, 0, 1, 2]
+    saved = load_checkpoint(tmp_path / "m.pt")["config"]
+    assert (saved["epochs"], saved["min_images"]) == (3, 20)
+
+
+def test_cli_epochs_are_exact(faces, tmp_path):
+    """--epochs sets round 0's epochs exactly: the preset's min_images (cpu: 18,000 crops) does not raise them."""
+    r = auditor("train", faces, "--out", tmp_path / "m.pt", "--preset", "cpu", "--epochs", "1", "--rounds", "0",
+                "--set", "ghcu_epochs=0", "--set", "stacks=1", "--set", "channels=8")
+    assert r.returncode == 0, r.stderr
+    saved = load_checkpoint(tmp_path / "m.pt")
+    assert (saved["config"]["epochs"], saved["config"]["min_images"]) == (1, 0)
+    assert [h["stage"] for h in saved["state"]["history"]] == ["hourglass"]
+
+
 def auditor(*args):
     return subprocess.run([sys.executable, "-m", "auditor.cli", *map(str, args)], capture_output=True, text=True,
                           timeout=600)
