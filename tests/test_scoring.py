@@ -83,6 +83,22 @@ def test_a_jaw_slide_costs_less_than_the_same_shift_off_the_contour(truth):
     assert s_across < s_along / 4 and s_along > ScoringConfig().issue_threshold
 
 
+def test_a_search_across_the_contour_costs_more_than_one_along_it(truth):
+    """The search moves slid jaw labels back along the jaw as a matter of course; moving one across is news."""
+    scheme = truth.scheme
+    human, pred, tangents, iod = noisy_case(truth, seed=3)
+    searched = truth.landmarks + np.random.default_rng(4).normal(0, 0.004, human.shape) * iod
+    jaw = 6
+    t = tangents[12, jaw]
+    scores = []
+    for direction in (t, np.array([-t[1], t[0]])):
+        moved = searched.copy()
+        moved[12, jaw] = human[12, jaw] + 0.05 * direction * iod[12, 0]
+        points, _ = score_points(*tables(human, pred, scheme, searched=moved), scheme)
+        scores.append(points["label_score"].to_numpy()[12 * 68 + jaw])
+    assert scores[1] < scores[0] / 2
+
+
 def test_a_second_peak_under_the_label_is_the_models_confusion_not_the_labels(truth):
     scheme = truth.scheme
     human, pred, _, _ = noisy_case(truth, seed=2)
