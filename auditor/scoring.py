@@ -103,6 +103,12 @@ def robust_spread(components: np.ndarray, is_contour: np.ndarray, config: Scorin
     return centre, np.maximum(np.nan_to_num(shrunk, nan=config.min_sigma), config.min_sigma)
 
 
+def standardise(components: np.ndarray, is_contour: np.ndarray, config: ScoringConfig) -> np.ndarray:
+    """(N, K, 2) components (N, K, 2) less each point's robust centre, over its robust spread (robust_spread)."""
+    centre, sigma = robust_spread(components, is_contour, config)
+    return (components - centre) / sigma
+
+
 def student_score(evidence: np.ndarray, dof: float) -> np.ndarray:
     """Tail probability (1 + s / ν)^(-ν/2) in [0, 1] of evidence s >= 0 (a squared Mahalanobis distance)."""
     return np.power(1.0 + np.maximum(evidence, 0.0) / dof, -dof / 2)
@@ -171,26 +177,21 @@ def score_points(points: pd.DataFrame, images: pd.DataFrame, scheme: LandmarkSch
     local = (grid("mode_peak") >= config.mode_ratio * grid("confidence")) & ~swapped[:, None]
     reference = np.where(local[..., None] & np.isfinite(mode), mode, pred)
     components = frame_components((human - reference) / norm[:, None, None], tangents)
-    centre, sigma = robust_spread(components, is_contour, config)
-    z = (components - centre) / sigma
+    z = standardise(components, is_contour, config)
     if config.face_scale:
         z = z / face_model_scale(z, swapped)[:, None, None]
     fit = fit_labels(human, config.shape_components)  # aligns the faces for both shape models
     shape = conditional_residuals(human, norm, fit=fit)  # (N, K, 2)
-    shape_parts = frame_components(shape, tangents)
-    shape_centre, shape_sigma = robust_spread(shape_parts, is_contour, config)
+    shape_z = standardise(frame_components(shape, tangents), is_contour, config)
     searched = np.stack([grid("x_searched"), grid("y_searched")], -1)
-    search_parts = frame_components((human - searched) / norm[:, None, None], tangents)
-    search_centre, search_sigma = robust_spread(search_parts, is_contour, config)
+    search_z = standardise(frame_components((human - searched) / norm[:, None, None], tangents), is_contour, config)
     pred_weight = config.pred_weight
     if pred_weight is None:
         pred_weight = prediction_weight(components, shape, swapped)
     points.attrs["pred_weight"] = float(pred_weight)  # the manifest records it
     score = (student_score(np.square(z).sum(-1), config.dof) ** pred_weight
-             * student_score(np.square((shape_parts - shape_centre) / shape_sigma).sum(-1),
-                             config.dof) ** config.shape_weight
-             * student_score(np.nan_to_num(np.square((search_parts - search_centre) / search_sigma).sum(-1)),
-                             config.dof) ** config.search_weight)
+             * student_score(np.square(shape_z).sum(-1), config.dof) ** config.shape_weight
+             * student_score(np.nan_to_num(np.square(search_z).sum(-1)), config.dof) ** config.search_weight)
     labelled = np.isfinite(human).all(-1)
     score = np.where(labelled & np.isfinite(score), score, np.nan)
 
