@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -176,6 +177,8 @@ def train(
     except KeyboardInterrupt:
         typer.echo(f"interrupted: the last finished epoch is saved in {out}; continue with --resume", err=True)
         raise SystemExit(130) from None
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun the first rank reports
     shifts = [h["target_shift_px"] for h in state["history"] if h["stage"] == "search"]
     typer.echo(f"saved {out}: {len(state['targets'])} target sets, target shifts per round (heatmap px): "
                + (", ".join(f"{s:.3f}" for s in shifts) or "none"))

@@ -16,6 +16,7 @@ follow the network's own errors, and the next round learns them back.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import math
 import os
@@ -144,8 +145,16 @@ class _Distributed:
         dist.all_reduce(t)
         return float(t.item() / self.world)
 
+    def finish(self) -> None:
+        """Wait for every rank: one that tears down while its peer is still saving can make gloo abort the peer."""
+        if self.world > 1:
+            dist.barrier()
+
     def close(self) -> None:
+        """Destroy the process group once nothing holds it: DDP wrappers left to the interpreter's exit can
+        tear gloo's threads down mid-flight ("terminate called without an active exception")."""
         if self.started_here:
+            gc.collect()
             dist.destroy_process_group()
 
 
@@ -214,7 +223,9 @@ def train(ds: Dataset, config: Config, out: str | Path, *, device: str | torch.d
     out, device = Path(out), torch.device(device)
     dd = _Distributed(device)
     try:
-        return _train(ds, config, out, device, resume, search_config, align, on_round_end, progress, log, dd)
+        result = _train(ds, config, out, device, resume, search_config, align, on_round_end, progress, log, dd)
+        dd.finish()
+        return result
     finally:
         dd.close()
 
