@@ -154,7 +154,9 @@ def lfpw(args: argparse.Namespace, work: Path) -> dict[str, float]:
     print("|---|---|---|---|---|---|---|")
     for f, test_idx in enumerate(folds):
         train_idx = np.setdiff1d(np.arange(len(ds)), test_idx)
-        model, _ = train(ds.subset(train_idx), config, work / f"lfpw_{f}.pt", progress=args.progress, log=print)
+        checkpoint = work / f"lfpw_{f}.pt"  # one left by an interrupted run in the same --workdir continues
+        model, _ = train(ds.subset(train_idx), config, checkpoint, resume=checkpoint.is_file(),
+                         progress=args.progress, log=print)
         test = ds.subset(test_idx)
         e = face_nme(predict(model, test), test)
         e_stack = face_nme(predict(model, test, use_ghcu=False), test)
@@ -178,7 +180,9 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=2, help="LFPW cross-validation folds (0: skip LFPW)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the LFPW fold split")
     parser.add_argument("--speed-steps", type=int, default=3, help="timed training steps per preset")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep the data and checkpoints here")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the data and checkpoints here; an LFPW fold's checkpoint left there by an "
+                             "interrupted run is continued")
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny preset, 40 / 20 faces")
     parser.add_argument("--progress", action="store_true", help="show progress bars")
     parser.add_argument("--no-synthetic", action="store_true",
