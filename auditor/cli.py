@@ -141,7 +141,8 @@ def train(
     preset: Annotated[str, typer.Option(help="Model and training preset: paper, cpu or tiny.")] = "cpu",
     epochs: Annotated[int | None, typer.Option(help="Epochs of round 0, on the human labels, exactly (default: "
                                                     "the preset's, raised on a small dataset so that round 0 "
-                                                    "sees min_images crops).")] = None,
+                                                    "sees min_images crops; the GHCU's likewise, unless this "
+                                                    "is given).")] = None,
     rounds: Annotated[int | None, typer.Option(help="Semantic-alignment rounds (search, then train) after round "
                                                     "0.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override any preset field, e.g. --set "

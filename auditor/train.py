@@ -247,9 +247,10 @@ def _train(ds: Dataset, config: Config, out: Path, device: torch.device, resume:
     else:
         state = _fresh_state(ds)
         sized = config.for_dataset(len(ds))
-        if sized.epochs != config.epochs:
-            log(f"round 0: {sized.epochs} epochs instead of {config.epochs}, so that it sees at least "
-                f"min_images = {config.min_images} crops of these {len(ds)} faces")
+        if sized != config:
+            log(f"round 0: {sized.epochs} epochs, GHCU: {sized.ghcu_epochs} (preset: {config.epochs}, "
+                f"{config.ghcu_epochs}), so that each sees at least min_images = {config.min_images} crops of "
+                f"these {len(ds)} faces")
         config = sized
         model = LandmarkModel(ds.num_points, config)
     search_config = search_config or training_search_config(config)

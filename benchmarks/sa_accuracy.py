@@ -116,9 +116,9 @@ def synthetic(args: argparse.Namespace, work: Path) -> dict[str, float]:
     ratio = contour_target_ratio(state["targets"][-1].double().numpy(), human, truth)
     rows = [("baseline", "baseline (round 0)", 1.0), ("control", "control (human labels, same epochs)", 1.0),
             ("SA", "SA", ratio), ("SA + GHCU", "SA + GHCU", ratio)]
+    sized = config.for_dataset(len(human))
     print(f"\n### Synthetic: {args.train} train / {args.test} test faces, preset {config.name}, "
-          f"{config.for_dataset(len(human)).epochs} + {config.rounds} x {config.round_epochs} epochs, "
-          f"GHCU {config.ghcu_epochs}; "
+          f"{sized.epochs} + {config.rounds} x {config.round_epochs} epochs, GHCU {sized.ghcu_epochs}; "
           f"SA training took {sa_minutes:.1f} min\n")
     print("| model | NME vs truth (test) | NME vs human (test) | contour target error / human's (train) |")
     print("|---|---|---|---|")
@@ -147,9 +147,9 @@ def lfpw(args: argparse.Namespace, work: Path) -> dict[str, float]:
     folds = np.array_split(np.random.default_rng(args.seed).permutation(len(ds)), args.folds)
     config = get_preset(args.preset, **dict(kv.split("=", 1) for kv in args.set))
     all_nme = np.full(len(ds), np.nan)
-    epochs = config.for_dataset(len(ds) - len(folds[0])).epochs
+    sized = config.for_dataset(len(ds) - len(folds[0]))
     print(f"\n### LFPW (160 real faces, 300-W labels), {args.folds}-fold cross-validation, preset {config.name} "
-          f"(round 0: {epochs} epochs, min_images {config.min_images})\n")
+          f"(round 0: {sized.epochs} epochs, GHCU {sized.ghcu_epochs}, min_images {config.min_images})\n")
     print("| fold | train faces | test faces | NME vs human (GHCU) | NME vs human (last stack) | FR@0.10 | AUC@0.10 |")
     print("|---|---|---|---|---|---|---|")
     for f, test_idx in enumerate(folds):

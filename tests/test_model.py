@@ -49,10 +49,13 @@ def test_presets_and_overrides():
         get_preset("cpu", input_size="96")
 
 
-def test_round_0_epochs_grow_on_a_small_dataset():
+def test_round_0_and_ghcu_epochs_grow_on_a_small_dataset():
     cpu = PRESETS["cpu"]
     assert cpu.for_dataset(600) is cpu and cpu.for_dataset(10_000) is cpu  # 600 x 30 = 18,000 crops already
     assert cpu.for_dataset(160).epochs == 113 and cpu.for_dataset(160).min_images == cpu.min_images
+    assert cpu.for_dataset(160).ghcu_epochs == 113 and cpu.for_dataset(400).ghcu_epochs == 45
+    assert cpu.for_dataset(160).round_epochs == cpu.round_epochs  # the rounds fine-tune: not raised
+    assert get_preset("cpu", ghcu_epochs=200).for_dataset(160).ghcu_epochs == 200  # never lowered
     assert cpu.for_dataset(160).for_dataset(160) == cpu.for_dataset(160)
     assert PRESETS["paper"].for_dataset(10) is PRESETS["paper"]  # min_images 0: epochs as given
     with pytest.raises(InputError, match="min_images"):

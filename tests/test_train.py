@@ -100,7 +100,7 @@ def test_interrupted_training_resumes_exactly(faces, tmp_path):
         assert torch.equal(a, b), name
 
 
-def test_a_small_dataset_trains_round_0_until_it_has_seen_min_images(faces, tmp_path):
+def test_a_small_dataset_trains_round_0_and_the_ghcu_until_each_has_seen_min_images(faces, tmp_path):
     ds = read_dataset(faces)  # 8 faces: 20 crops take ceil(20 / 8) = 3 epochs, not the preset's 1
     config = get_preset("tiny", **TINY, min_images=20)
     messages = []
@@ -112,11 +112,12 @@ def test_a_small_dataset_trains_round_0_until_it_has_seen_min_images(faces, tmp_
 
     with pytest.raises(KeyboardInterrupt):
         train(ds, config, tmp_path / "m.pt", progress=False, log=interrupt_in_round_0)
-    assert "round 0: 3 epochs instead of 1" in messages[0]
+    assert "round 0: 3 epochs, GHCU: 3 (preset: 1, 1)" in messages[0]
     _, state = train(ds, config, tmp_path / "m.pt", resume=True, progress=False, log=lambda _: None)
     assert [h["round"] for h in state["history"] if h["stage"] == "hourglass"] == [0, 0, 0, 1, 2]
+    assert sum(h["stage"] == "ghcu" for h in state["history"]) == 3
     saved = load_checkpoint(tmp_path / "m.pt")["config"]
-    assert (saved["epochs"], saved["min_images"]) == (3, 20)
+    assert (saved["epochs"], saved["ghcu_epochs"], saved["min_images"]) == (3, 3, 20)
 
 
 def test_cli_epochs_are_exact(faces, tmp_path):
