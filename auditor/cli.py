@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -158,6 +157,7 @@ def train(
     import torch
 
     from auditor.model.presets import get_preset, parse_overrides
+    from auditor.train import process_rank
     from auditor.train import train as run_training
 
     overrides = parse_overrides(set_ or [])
@@ -178,7 +178,7 @@ def train(
     except KeyboardInterrupt:
         typer.echo(f"interrupted: the last finished epoch is saved in {out}; continue with --resume", err=True)
         raise SystemExit(130) from None
-    if os.environ.get("RANK", "0") != "0":
+    if process_rank() != 0:
         return  # under torchrun the first rank reports
     shifts = [h["target_shift_px"] for h in state["history"] if h["stage"] == "search"]
     typer.echo(f"saved {out}: {len(state['targets'])} target sets, target shifts per round (heatmap px): "
