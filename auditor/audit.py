@@ -139,7 +139,7 @@ def _measure(batch, landmarks: np.ndarray, search_config: SearchConfig, side: in
     heat = batch.ghcu_heatmaps
     human_hm = torch.from_numpy(apply_affine(batch.to_heatmap, landmarks)).to(heat)
     found = search(heat, human_hm, search_config, contour=contour)
-    pred_hm, confidence = decode(heat)
+    pred_hm, confidence = decode(heat, search_config.sigma)
     stats = shape_stats(heat, human_hm, search_config)
     gain = found.score - (found.log_likelihood_at_label + found.log_prior_at_label)
     # an empty patch at the label (no heatmap mass there at all) is the strongest verdict the heatmap gives

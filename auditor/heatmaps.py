@@ -79,11 +79,62 @@ def refine_subpixel(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor) -> t
     return xy.reshape(*maps.shape[:-2], 2)
 
 
-def decode(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Peak positions (B, K, 2) in heatmap pixels and peak values (B, K) of heatmaps (B, K, R, R)."""
+def blur(heatmaps: torch.Tensor, sigma: float = DEFAULT_SIGMA) -> torch.Tensor:
+    """Heatmaps (B, K, H, W) convolved with a unit-mass Gaussian of `sigma` (truncated at 3 sigma, zero outside)."""
+    b, k, h, w = heatmaps.shape
+    size = patch_size(sigma)
+    r = torch.arange(size, dtype=heatmaps.dtype, device=heatmaps.device) - size // 2
+    g = torch.exp(-(r**2) / (2 * sigma**2))
+    g = g / g.sum()
+    flat = heatmaps.reshape(b * k, 1, h, w)
+    flat = torch.nn.functional.conv2d(flat, g.view(1, 1, 1, size), padding=(0, size // 2))
+    flat = torch.nn.functional.conv2d(flat, g.view(1, 1, size, 1), padding=(size // 2, 0))
+    return flat.reshape(b, k, h, w)
+
+
+def _newton_offsets(log_maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One 2-D Newton step (n, 2) from pixels (ix, iy) (n,) toward the maximum of log maps (n, H, W), and (n,)
+    whether it exists (an interior pixel whose finite-difference Hessian is negative definite); |offset| <= 1."""
+    n, h, w = log_maps.shape
+    rows = torch.arange(n, device=log_maps.device)
+    inside = (ix > 0) & (ix < w - 1) & (iy > 0) & (iy < h - 1)
+    x, y = ix.clamp(1, w - 2), iy.clamp(1, h - 2)
+
+    def at(dx: int, dy: int) -> torch.Tensor:
+        return log_maps[rows, y + dy, x + dx]
+
+    centre = at(0, 0)
+    gx, gy = 0.5 * (at(1, 0) - at(-1, 0)), 0.5 * (at(0, 1) - at(0, -1))
+    hxx, hyy = at(1, 0) - 2 * centre + at(-1, 0), at(0, 1) - 2 * centre + at(0, -1)
+    hxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
+    det = hxx * hyy - hxy**2
+    ok = inside & (hxx < 0) & (det > 0) & torch.isfinite(det)
+    safe = torch.where(ok, det, torch.ones_like(det))
+    offset = torch.stack([(hxy * gy - hyy * gx) / safe, (hxy * gx - hxx * gy) / safe], dim=-1)
+    offset = torch.where(ok[:, None], offset, torch.zeros_like(offset)).clamp(-1, 1)
+    return offset, ok
+
+
+def decode(heatmaps: torch.Tensor, sigma: float = DEFAULT_SIGMA) -> tuple[torch.Tensor, torch.Tensor]:
+    """Peak positions (B, K, 2) in heatmap pixels and peak values (B, K) of heatmaps (B, K, R, R).
+
+    Distribution-aware: the map is first smoothed with a Gaussian of the training targets' `sigma`, which
+    keeps a Gaussian peak where it is and evens out the network's pixel noise; the position is the smoothed
+    map's highest pixel moved by one Newton step on its log (exact for a Gaussian of any orientation).
+    Within the smoothing's reach of the border (where it would pull the peak inward), or where that step
+    does not exist, the raw map's highest pixel refined per axis (`refine_subpixel`) is used. The peak
+    value is the raw map's maximum.
+    """
     if heatmaps.ndim != 4:
         raise ValueError(f"expected heatmaps of shape (B, K, H, W), got {tuple(heatmaps.shape)}")
     b, k, h, w = heatmaps.shape
-    peak, idx = heatmaps.reshape(b, k, h * w).max(dim=-1)
-    xy = refine_subpixel(heatmaps, idx % w, idx // w)
-    return xy, peak
+    peak, raw_idx = heatmaps.reshape(b, k, h * w).max(dim=-1)
+    plain = refine_subpixel(heatmaps, raw_idx % w, raw_idx // w).reshape(b * k, 2)
+    smooth = blur(heatmaps.clamp_min(0), sigma).reshape(b * k, h, w)
+    idx = smooth.reshape(b * k, h * w).argmax(dim=-1)
+    ix, iy = idx % w, idx // w
+    offset, ok = _newton_offsets(torch.log(smooth.clamp_min(torch.finfo(smooth.dtype).tiny)), ix, iy)
+    margin = patch_size(sigma) // 2 + 1
+    ok &= (ix >= margin) & (ix < w - margin) & (iy >= margin) & (iy < h - margin)
+    xy = torch.where(ok[:, None], torch.stack([ix, iy], dim=-1).to(smooth.dtype) + offset, plain)
+    return xy.reshape(b, k, 2), peak

@@ -74,6 +74,6 @@ def predict(model: LandmarkModel, ds: Dataset, *, batch_size: int = 32, device: 
     out = np.full(ds.landmarks.shape, np.nan)
     for batch in iterate_heatmaps(model, ds, batch_size=batch_size, device=device, flip=flip):
         heatmaps = batch.ghcu_heatmaps if use_ghcu else batch.stack_heatmaps
-        xy_hm, _ = decode(heatmaps.cpu())
+        xy_hm, _ = decode(heatmaps.cpu(), model.config.sigma)
         out[batch.index] = batch.to_image(xy_hm.double().numpy())
     return out
