@@ -115,6 +115,30 @@ def _newton_offsets(log_maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor) 
     return offset, ok
 
 
+def _smoothed_newton(smooth: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor,
+                     sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions (n, 2) one Newton step on the log of smoothed maps (n, H, W) from pixels (ix, iy) (n,), and (n,)
+    whether the step holds: it exists and the pixel is beyond the smoothing's reach of the border."""
+    h, w = smooth.shape[-2:]
+    offset, ok = _newton_offsets(torch.log(smooth.clamp_min(torch.finfo(smooth.dtype).tiny)), ix, iy)
+    margin = patch_size(sigma) // 2 + 1
+    ok &= (ix >= margin) & (ix < w - margin) & (iy >= margin) & (iy < h - margin)
+    return torch.stack([ix, iy], dim=-1).to(smooth.dtype) + offset, ok
+
+
+def refine_peaks(heatmaps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor,
+                 sigma: float = DEFAULT_SIGMA) -> torch.Tensor:
+    """Sub-pixel positions (B, K, 2) of the peaks at integer pixels (ix, iy) (B, K) of heatmaps (B, K, H, W):
+    a Newton step on the log of the map smoothed with a Gaussian of `sigma` (see `decode`), or where that
+    does not hold, `refine_subpixel` on the raw map."""
+    b, k, h, w = heatmaps.shape
+    ix, iy = ix.reshape(-1).clamp(0, w - 1), iy.reshape(-1).clamp(0, h - 1)
+    smooth = blur(heatmaps.clamp_min(0), sigma).reshape(b * k, h, w)
+    xy, ok = _smoothed_newton(smooth, ix, iy, sigma)
+    plain = refine_subpixel(heatmaps.reshape(b * k, h, w), ix, iy)
+    return torch.where(ok[:, None], xy, plain).reshape(b, k, 2)
+
+
 def decode(heatmaps: torch.Tensor, sigma: float = DEFAULT_SIGMA) -> tuple[torch.Tensor, torch.Tensor]:
     """Peak positions (B, K, 2) in heatmap pixels and peak values (B, K) of heatmaps (B, K, R, R).
 
@@ -132,9 +156,5 @@ def decode(heatmaps: torch.Tensor, sigma: float = DEFAULT_SIGMA) -> tuple[torch.
     plain = refine_subpixel(heatmaps, raw_idx % w, raw_idx // w).reshape(b * k, 2)
     smooth = blur(heatmaps.clamp_min(0), sigma).reshape(b * k, h, w)
     idx = smooth.reshape(b * k, h * w).argmax(dim=-1)
-    ix, iy = idx % w, idx // w
-    offset, ok = _newton_offsets(torch.log(smooth.clamp_min(torch.finfo(smooth.dtype).tiny)), ix, iy)
-    margin = patch_size(sigma) // 2 + 1
-    ok &= (ix >= margin) & (ix < w - margin) & (iy >= margin) & (iy < h - margin)
-    xy = torch.where(ok[:, None], torch.stack([ix, iy], dim=-1).to(smooth.dtype) + offset, plain)
-    return xy.reshape(b, k, 2), peak
+    xy, ok = _smoothed_newton(smooth, idx % w, idx // w, sigma)
+    return torch.where(ok[:, None], xy, plain).reshape(b, k, 2), peak

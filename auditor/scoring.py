@@ -2,11 +2,12 @@
 
 The evidence, per point (README "How labels are scored"):
 - the residual `o - ŷ` of the label against the model's prediction (GHCU output, which carries the whole
-  face's shape constraint), in NME units; where the heatmap has a second strong peak inside the search
-  window around the label (at least `mode_ratio` of its maximum: a model unsure of left and right puts
-  one on each side), the label is measured against that local peak instead, so the model's own confusion is
-  not blamed on the label; split into two components: along and across the contour for
-  contour points (the chain through the predicted neighbours gives the tangent), x and y for crisp points;
+  face's shape constraint), in NME units; where the heatmap's highest point inside the search window around
+  the label is a strong peak (at least `mode_ratio` of its maximum: the prediction's own peak, or a second one
+  where a model unsure of left and right puts one on each side), the label is measured against that local
+  peak, decoded to sub-pixel like the prediction, so the model's own confusion is not blamed on the label;
+  split into two components: along and across the contour for contour points (the chain through the
+  predicted neighbours gives the tangent), x and y for crisp points;
 - each component is standardised by the point's own robust spread over the dataset (median and
   1.4826 · MAD, shrunk toward the spread of all points of its kind when few faces are audited), so a jaw
   point whose labels slide by 3 % of the inter-ocular distance is not flagged for that, while an eye
@@ -26,9 +27,10 @@ The evidence, per point (README "How labels are scored"):
   ν = 4: heavy tails, so gross errors still rank among themselves), and
   `label_score = p_pred^pred_weight · p_shape^shape_weight · p_search^search_weight`, in [0, 1], 1 for a
   label where the model, the shape and the search all put it. `pred_weight` is, unless set,
-  min(1, median shape residual / median prediction residual) (`prediction_weight`): a model less precise
+  min(1, (median shape residual / median prediction residual)²) (`prediction_weight`): a model less precise
   than the labels' own shape consistency (a `cpu` model trained on 160 real photographs) is the weaker
-  witness, and weighted fully it drowned the shape's evidence on such a development set. The search's
+  witness, and weighted fully it drowned the shape's evidence on such a development set; squared because
+  two witnesses' information goes as their precisions (1 / σ²), not their spreads. The search's
   likelihood gain over the label's own patch is kept in the table (`search_gain`) but not scored: alone it
   ranked wrong labels at AUROC 0.65 on the sample set, and it added nothing to the distance;
 - the mirror test, per face: the human labels with left and right exchanged (the scheme's flip pairs)
@@ -125,16 +127,16 @@ def face_model_scale(z: np.ndarray, swapped: np.ndarray) -> np.ndarray:
 
 
 def prediction_weight(pred_residual: np.ndarray, shape_residual: np.ndarray, swapped: np.ndarray) -> float:
-    """The prediction term's exponent: min(1, median shape residual / median prediction residual) over the
+    """The prediction term's exponent: min(1, (median shape residual / median prediction residual)²) over the
     labels (N, K, 2) of faces without swapped sides (N,); a model less precise than the labels' own shape
-    consistency is the weaker witness."""
+    consistency is the weaker witness, and two witnesses' information goes as their precisions (1 / σ²)."""
     keep = ~swapped
     pred = np.linalg.norm(pred_residual[keep], axis=-1)
     shape = np.linalg.norm(shape_residual[keep], axis=-1)
     if not (np.isfinite(pred).any() and np.isfinite(shape).any()):
         return 1.0
     ratio = np.nanmedian(shape) / max(np.nanmedian(pred), 1e-12)
-    return float(min(1.0, ratio))
+    return float(min(1.0, ratio**2))
 
 
 def mirror_ratio(human: np.ndarray, pred: np.ndarray, normaliser: np.ndarray,

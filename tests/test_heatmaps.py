@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditor.heatmaps import blur, decode, encode, gaussian_kernel, patch_size, refine_subpixel
+from auditor.heatmaps import blur, decode, encode, gaussian_kernel, patch_size, refine_peaks, refine_subpixel
 
 
 @settings(max_examples=50, deadline=None)
@@ -78,3 +78,14 @@ def test_blur_keeps_the_mass_and_the_position_of_a_peak():
     assert math.isclose(out.sum().item(), 1.0, rel_tol=1e-9)
     assert out[0, 0].argmax().item() == 12 * 32 + 17
     assert torch.allclose(out[0, 0, 10, 17], out[0, 0, 14, 17]) and torch.allclose(out[0, 0, 12, 15], out[0, 0, 12, 19])
+
+
+def test_refine_peaks_finds_each_of_two_peaks_from_its_own_pixel():
+    """The audit's local mode: a second peak in the window is refined to sub-pixel like the prediction."""
+    centres = torch.tensor([[[20.3, 30.6], [41.8, 29.2]]], dtype=torch.float64)
+    maps = encode(centres, 64, 1.5).sum(1, keepdim=True).expand(1, 2, 64, 64)  # both channels hold both peaks
+    xy = refine_peaks(maps, torch.tensor([[20, 42]]), torch.tensor([[31, 29]]))
+    assert torch.allclose(xy, centres, atol=0.05)
+    near_border = encode(torch.tensor([[[1.3, 40.0]]], dtype=torch.float64), 64, 1.5)
+    xy = refine_peaks(near_border, torch.tensor([[1]]), torch.tensor([[40]]))  # the raw map's per-axis fit there
+    assert torch.allclose(xy, torch.tensor([[[1.3, 40.0]]], dtype=torch.float64), atol=0.05)

@@ -170,6 +170,8 @@ def test_an_imprecise_model_weighs_less_than_the_labels_shape(truth):
     assert weights[0] > 0.7 and weights[1] < 0.5
     assert ranks[1] < 30 and ranks[1] < ranks[2] / 2  # of 8,160 labels: the labels' shape carries it
     assert prediction_weight(np.ones((2, 3, 2)), np.ones((2, 3, 2)), np.array([False, False])) == 1.0
+    # precisions, not spreads: a prediction twice as far off as the labels' shape weighs a quarter
+    assert prediction_weight(np.ones((2, 3, 2)), 0.5 * np.ones((2, 3, 2)), np.array([False, False])) == 0.25
 
 
 def test_config_round_trips_to_json():
