@@ -79,29 +79,37 @@ def refine_subpixel(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor) -> t
     return xy.reshape(*maps.shape[:-2], 2)
 
 
+def _blur_matrix(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(size, size) banded matrix of a unit-mass Gaussian of `sigma` truncated at 3 sigma: M @ v blurs v, zero
+    outside."""
+    r = torch.arange(size, dtype=dtype, device=device)
+    d = r[:, None] - r[None, :]
+    radius = patch_size(sigma) // 2
+    g = torch.exp(-(d**2) / (2 * sigma**2)) * (d.abs() <= radius)
+    return g / torch.exp(-(torch.arange(-radius, radius + 1, dtype=dtype, device=device) ** 2) / (2 * sigma**2)).sum()
+
+
 def blur(heatmaps: torch.Tensor, sigma: float = DEFAULT_SIGMA) -> torch.Tensor:
-    """Heatmaps (B, K, H, W) convolved with a unit-mass Gaussian of `sigma` (truncated at 3 sigma, zero outside)."""
-    b, k, h, w = heatmaps.shape
-    size = patch_size(sigma)
-    r = torch.arange(size, dtype=heatmaps.dtype, device=heatmaps.device) - size // 2
-    g = torch.exp(-(r**2) / (2 * sigma**2))
-    g = g / g.sum()
-    flat = heatmaps.reshape(b * k, 1, h, w)
-    flat = torch.nn.functional.conv2d(flat, g.view(1, 1, 1, size), padding=(0, size // 2))
-    flat = torch.nn.functional.conv2d(flat, g.view(1, 1, size, 1), padding=(size // 2, 0))
-    return flat.reshape(b, k, h, w)
+    """Heatmaps (B, K, H, W) convolved with a unit-mass Gaussian of `sigma` (truncated at 3 sigma, zero outside).
+
+    Two matrix products with banded matrices: on a CPU far faster than a one-channel convolution."""
+    h, w = heatmaps.shape[-2:]
+    along_x = heatmaps @ _blur_matrix(w, sigma, heatmaps.dtype, heatmaps.device).T
+    return _blur_matrix(h, sigma, heatmaps.dtype, heatmaps.device) @ along_x
 
 
-def _newton_offsets(log_maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One 2-D Newton step (n, 2) from pixels (ix, iy) (n,) toward the maximum of log maps (n, H, W), and (n,)
-    whether it exists (an interior pixel whose finite-difference Hessian is negative definite); |offset| <= 1."""
-    n, h, w = log_maps.shape
-    rows = torch.arange(n, device=log_maps.device)
+def _newton_offsets(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One 2-D Newton step (n, 2) from pixels (ix, iy) (n,) toward the maximum of the log of positive maps
+    (n, H, W), and (n,) whether it exists (an interior pixel whose finite-difference Hessian is negative
+    definite); |offset| <= 1."""
+    n, h, w = maps.shape
+    rows = torch.arange(n, device=maps.device)
     inside = (ix > 0) & (ix < w - 1) & (iy > 0) & (iy < h - 1)
     x, y = ix.clamp(1, w - 2), iy.clamp(1, h - 2)
+    tiny = torch.finfo(maps.dtype).tiny
 
     def at(dx: int, dy: int) -> torch.Tensor:
-        return log_maps[rows, y + dy, x + dx]
+        return torch.log(maps[rows, y + dy, x + dx].clamp_min(tiny))
 
     centre = at(0, 0)
     gx, gy = 0.5 * (at(1, 0) - at(-1, 0)), 0.5 * (at(0, 1) - at(0, -1))
@@ -120,7 +128,7 @@ def _smoothed_newton(smooth: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor,
     """Positions (n, 2) one Newton step on the log of smoothed maps (n, H, W) from pixels (ix, iy) (n,), and (n,)
     whether the step holds: it exists and the pixel is beyond the smoothing's reach of the border."""
     h, w = smooth.shape[-2:]
-    offset, ok = _newton_offsets(torch.log(smooth.clamp_min(torch.finfo(smooth.dtype).tiny)), ix, iy)
+    offset, ok = _newton_offsets(smooth, ix, iy)
     margin = patch_size(sigma) // 2 + 1
     ok &= (ix >= margin) & (ix < w - margin) & (iy >= margin) & (iy < h - margin)
     return torch.stack([ix, iy], dim=-1).to(smooth.dtype) + offset, ok

@@ -89,3 +89,11 @@ def test_refine_peaks_finds_each_of_two_peaks_from_its_own_pixel():
     near_border = encode(torch.tensor([[[1.3, 40.0]]], dtype=torch.float64), 64, 1.5)
     xy = refine_peaks(near_border, torch.tensor([[1]]), torch.tensor([[40]]))  # the raw map's per-axis fit there
     assert torch.allclose(xy, torch.tensor([[[1.3, 40.0]]], dtype=torch.float64), atol=0.05)
+
+
+def test_blur_is_the_zero_padded_convolution():
+    maps = torch.rand(2, 3, 20, 24, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    k = gaussian_kernel(1.5, dtype=torch.float64)
+    k = k / k.sum()
+    reference = torch.nn.functional.conv2d(maps.reshape(6, 1, 20, 24), k[None, None], padding=k.shape[0] // 2)
+    assert torch.allclose(blur(maps, 1.5), reference.reshape(2, 3, 20, 24))
