@@ -133,12 +133,14 @@ class _NpyWriter:
 
 
 def _measure(batch, landmarks: np.ndarray, search_config: SearchConfig, side: int,
-             contour: np.ndarray) -> dict[str, np.ndarray]:
-    """Everything the audit keeps of one batch: positions (B, K, 2) in image px, measures (B, K), windows;
-    contour (K,) marks the contour points (their own search prior)."""
+             scheme: LandmarkScheme) -> dict[str, np.ndarray]:
+    """Everything the audit keeps of one batch: positions (B, K, 2) in image px, measures (B, K), windows; the
+    scheme's contour points get their own search prior, elongated along the labels' own contour."""
     heat = batch.ghcu_heatmaps
-    human_hm = torch.from_numpy(apply_affine(batch.to_heatmap, landmarks)).to(heat)
-    found = search(heat, human_hm, search_config, contour=contour)
+    label_hm = apply_affine(batch.to_heatmap, landmarks)
+    human_hm = torch.from_numpy(label_hm).to(heat)
+    tangents = torch.from_numpy(scheme.contour_tangents(label_hm)).to(heat)
+    found = search(heat, human_hm, search_config, contour=scheme.contour_mask, tangents=tangents)
     pred_hm, confidence = decode(heat, search_config.sigma)
     stats = shape_stats(heat, human_hm, search_config)
     gain = found.score - (found.log_likelihood_at_label + found.log_prior_at_label)
@@ -292,7 +294,7 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
             try:
                 for batch in iterate_heatmaps(model, ds, indices=faces, batch_size=batch_size, device=torch_device,
                                               flip=flip):
-                    measured = _measure(batch, ds.landmarks[batch.index], search_config, side, ds.scheme.contour_mask)
+                    measured = _measure(batch, ds.landmarks[batch.index], search_config, side, ds.scheme)
                     windows.append(measured.pop("windows"))
                     origins.append(measured.pop("origins"))
                     affines.append(batch.to_heatmap)

@@ -85,6 +85,45 @@ def test_fast_matches_reference_with_contour_priors(similarity, device):
     assert not torch.equal(fast.searched.cpu(), search(maps, labels, config).searched)  # the mask matters
 
 
+@pytest.mark.parametrize("similarity", ["chi2", "ncc"])
+def test_fast_matches_reference_with_contour_tangents(similarity, device):
+    g = torch.Generator().manual_seed(4)
+    maps = structured_heatmaps(g, 3, 6, 64, torch.float64)
+    labels = labels_near(torch.rand(3, 6, 2, generator=g, dtype=torch.float64) * 56 + 4, g, 3.0)
+    contour = torch.tensor([True, False, True, True, False, True])
+    angles = torch.rand(3, 6, generator=g, dtype=torch.float64) * math.pi
+    tangents = torch.stack([torch.cos(angles), torch.sin(angles)], -1)
+    tangents[1, 2] = math.nan  # a contour point without a tangent keeps the round prior
+    config = SearchConfig(similarity=similarity)
+    fast = search(maps.to(device), labels.to(device), config, contour=contour.to(device), tangents=tangents.to(device))
+    reference = search_reference(maps, labels, config, contour=contour, tangents=tangents)
+    assert_same_result(fast, reference, torch.float64)
+    round_prior = search(maps, labels, config, contour=contour)
+    assert not torch.equal(fast.searched.cpu()[:, contour], round_prior.searched[:, contour])  # tangents matter
+    assert torch.equal(fast.searched.cpu()[:, ~contour], round_prior.searched[:, ~contour])
+    assert torch.equal(fast.searched.cpu()[1, 2], round_prior.searched[1, 2])
+
+
+def test_a_contour_label_moves_further_along_its_contour_than_across():
+    """The elongated prior: a label slid along its contour returns to the peak further than one pushed across."""
+    config = SearchConfig(half_width=10)
+    assert config.contour_sigmas_px(64) == (5.0, 2.5) and config.contour_sigmas_px(32) == (2.5, 1.25)
+    angle = math.radians(30)
+    t = torch.tensor([math.cos(angle), math.sin(angle)], dtype=torch.float64)
+    normal = torch.tensor([-t[1], t[0]])
+    peak = torch.tensor([[[32.0, 32.0], [32.0, 32.0]]], dtype=torch.float64)
+    labels = peak + 4.0 * torch.stack([t, normal])[None]
+    maps = encode(peak, 64)
+    tangents = t.expand(1, 2, 2)
+    contour = np.array([True, True])
+    elongated = search(maps, labels, config, contour=contour, tangents=tangents).searched
+    round_prior = search(maps, labels, config, contour=contour).searched
+    left = (elongated - peak).norm(dim=-1)[0]
+    assert left[0] < 0.5 * left[1]  # along: nearly back at the peak; across: the label is trusted more
+    left_round = (round_prior - peak).norm(dim=-1)[0]
+    assert abs(float(left_round[0] - left_round[1])) < 0.05  # the round prior does not care about direction
+
+
 def test_contour_points_trust_the_label_less():
     config = SearchConfig()
     assert config.prior_sigma_px(64) == 1.0 and config.prior_sigma_px(64, contour=True) == 4.0
