@@ -384,13 +384,14 @@ def _elongated_prior(prior_x: torch.Tensor, prior_y: torch.Tensor, cand: torch.T
                      tangents: torch.Tensor, contour: np.ndarray | torch.Tensor, config: SearchConfig,
                      size: int) -> torch.Tensor:
     """The log prior (n, w, w) (rows y, columns x) of every candidate: the separable prior_x + prior_y (n, w), but
-    for contour points (contour (K,)) with a finite unit tangent (n, 2) the Gaussian elongated along it; -inf
+    for contour points (contour (K,)) with a finite tangent (n, 2) the Gaussian elongated along it; -inf
     where the separable prior is (candidates outside the map, invalid labels)."""
     prior = prior_y[:, :, None] + prior_x[:, None, :]
     along, across = config.contour_sigmas_px(size)
     n = prior.shape[0]
-    mask = torch.as_tensor(np.asarray(contour, dtype=bool), device=prior.device)
+    mask = torch.as_tensor(contour, dtype=torch.bool).to(prior.device)
     t = tangents.reshape(n, 2).to(prior)
+    t = t / t.norm(dim=-1, keepdim=True)
     has = mask.repeat(n // mask.numel()) & torch.isfinite(t).all(-1)
     t = torch.where(has[:, None], t, torch.zeros_like(t))
     ux = (cand[..., 0] - label[:, None, 0])[:, None, :]  # (n, 1, w)
@@ -537,6 +538,8 @@ def _reference_prior(sigma_p: float, tangent: tuple[float, float] | None,
     if tangent is None:
         return lambda dx, dy: -(dx**2 + dy**2) / (2 * sigma_p**2)
     (tx, ty), (along, across) = tangent, sigmas
+    length = math.hypot(tx, ty)
+    tx, ty = tx / length, ty / length
     return lambda dx, dy: -((dx * tx + dy * ty) ** 2 / along**2 + (dy * tx - dx * ty) ** 2 / across**2) / 2
 
 
@@ -602,7 +605,8 @@ def search_reference(heatmaps: torch.Tensor, xy_hm: torch.Tensor, config: Search
     t = None if tangents is None else tangents.detach().cpu().double().numpy()
 
     def tangent(bi: int, ki: int) -> tuple[float, float] | None:
-        if t is None or contour is None or not on_contour[ki] or not np.isfinite(t[bi, ki]).all():
+        if t is None or contour is None or not on_contour[ki] or not np.isfinite(t[bi, ki]).all() \
+                or not np.hypot(*t[bi, ki]) > 0:
             return None
         return float(t[bi, ki, 0]), float(t[bi, ki, 1])
 

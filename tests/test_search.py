@@ -94,6 +94,8 @@ def test_fast_matches_reference_with_contour_tangents(similarity, device):
     angles = torch.rand(3, 6, generator=g, dtype=torch.float64) * math.pi
     tangents = torch.stack([torch.cos(angles), torch.sin(angles)], -1)
     tangents[1, 2] = math.nan  # a contour point without a tangent keeps the round prior
+    tangents[2, 0] *= 3.0  # only the direction counts
+    tangents[0, 3] = 0.0  # no direction: the round prior
     config = SearchConfig(similarity=similarity)
     fast = search(maps.to(device), labels.to(device), config, contour=contour.to(device), tangents=tangents.to(device))
     reference = search_reference(maps, labels, config, contour=contour, tangents=tangents)
@@ -102,6 +104,7 @@ def test_fast_matches_reference_with_contour_tangents(similarity, device):
     assert not torch.equal(fast.searched.cpu()[:, contour], round_prior.searched[:, contour])  # tangents matter
     assert torch.equal(fast.searched.cpu()[:, ~contour], round_prior.searched[:, ~contour])
     assert torch.equal(fast.searched.cpu()[1, 2], round_prior.searched[1, 2])
+    assert torch.equal(fast.searched.cpu()[0, 3], round_prior.searched[0, 3])
 
 
 def test_a_contour_label_moves_further_along_its_contour_than_across():
