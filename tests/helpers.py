@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 from pathlib import Path
 
 import numpy as np
+import torch
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
@@ -16,6 +18,17 @@ from auditor.io import face_ids
 from auditor.schemes import get_scheme
 
 LFPW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfpw"
+
+
+def ridge(size: int, centre: tuple[float, float], angle: float, *, sigma_along: float = 1e3, sigma: float = 1.5,
+          dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """(R, R) Gaussian elongated along `angle` (from +x towards +y) through `centre`, peak 1; with the default
+    `sigma_along` a flat hat (a ridge)."""
+    r = torch.arange(size, dtype=dtype)
+    dx, dy = r[None, :] - centre[0], r[:, None] - centre[1]
+    along = math.cos(angle) * dx + math.sin(angle) * dy
+    across = -math.sin(angle) * dx + math.cos(angle) * dy
+    return torch.exp(-(along**2) / (2 * sigma_along**2) - across**2 / (2 * sigma**2))
 
 
 @functools.cache

@@ -1,6 +1,7 @@
 import math
 
 import torch
+from helpers import ridge
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -39,20 +40,10 @@ def test_kernel():
     assert k[5, 5] == 1.0 and torch.allclose(k, k.T) and k[5, 6] == math.exp(-1 / (2 * 1.5**2))
 
 
-def _tilted_gaussian(centre: tuple[float, float], sigmas: tuple[float, float], angle: float, size: int = 64,
-                     dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """(1, 1, size, size) Gaussian with axis sigmas rotated by `angle` (radians), peak 1."""
-    r = torch.arange(size, dtype=dtype)
-    y, x = torch.meshgrid(r - centre[1], r - centre[0], indexing="ij")
-    c, s = math.cos(angle), math.sin(angle)
-    u, v = c * x + s * y, -s * x + c * y
-    return torch.exp(-(u**2) / (2 * sigmas[0] ** 2) - v**2 / (2 * sigmas[1] ** 2))[None, None]
-
-
 def test_decode_is_exact_for_a_tilted_elongated_gaussian():
     """A contour point's heatmap is elongated along a tilted contour; the per-axis fit misses its peak."""
     centre = (30.3, 27.8)
-    maps = _tilted_gaussian(centre, (4.0, 1.2), math.radians(35))
+    maps = ridge(64, centre, math.radians(35), sigma_along=4.0, sigma=1.2)[None, None]
     xy, peak = decode(maps)
     assert torch.allclose(xy[0, 0], torch.tensor(centre, dtype=xy.dtype), atol=0.05)
     assert peak.item() == maps.max().item()

@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import ridge
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,16 +13,6 @@ from auditor.search import SearchConfig, SearchResult, patch_distance, search, s
 FLOAT_FIELDS = ("searched", "score", "log_likelihood_searched", "log_prior_searched", "distance_searched",
                 "log_likelihood_at_label", "log_prior_at_label", "distance_at_label")
 WEAK_PRIOR = SearchConfig(prior_sigma=1e3)
-
-
-def ridge(size: int, centre: tuple[float, float], angle: float, *, sigma_along: float = 1e3, sigma: float = 1.5,
-          dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """(R, R) flat hat: a Gaussian ridge through `centre` along `angle` (from +x towards +y)."""
-    r = torch.arange(size, dtype=dtype)
-    dx, dy = r[None, :] - centre[0], r[:, None] - centre[1]
-    along = math.cos(angle) * dx + math.sin(angle) * dy
-    across = -math.sin(angle) * dx + math.cos(angle) * dy
-    return torch.exp(-(along**2) / (2 * sigma_along**2) - across**2 / (2 * sigma**2))
 
 
 def structured_heatmaps(generator: torch.Generator, b: int, k: int, size: int, dtype: torch.dtype) -> torch.Tensor:
@@ -74,37 +65,29 @@ def test_fast_matches_reference_on_structured_maps(similarity, dtype, device):
 
 
 @pytest.mark.parametrize("similarity", ["chi2", "ncc"])
-def test_fast_matches_reference_with_contour_priors(similarity, device):
+def test_fast_matches_reference_with_contour_priors_and_tangents(similarity, device):
     g = torch.Generator().manual_seed(3)
     maps = structured_heatmaps(g, 3, 6, 64, torch.float64)
     labels = labels_near(torch.rand(3, 6, 2, generator=g, dtype=torch.float64) * 56 + 4, g, 3.0)
-    contour = torch.tensor([True, False, True, True, False, False])
-    config = SearchConfig(similarity=similarity)
-    fast = search(maps.to(device), labels.to(device), config, contour=contour.to(device))
-    assert_same_result(fast, search_reference(maps, labels, config, contour=contour), torch.float64)
-    assert not torch.equal(fast.searched.cpu(), search(maps, labels, config).searched)  # the mask matters
-
-
-@pytest.mark.parametrize("similarity", ["chi2", "ncc"])
-def test_fast_matches_reference_with_contour_tangents(similarity, device):
-    g = torch.Generator().manual_seed(4)
-    maps = structured_heatmaps(g, 3, 6, 64, torch.float64)
-    labels = labels_near(torch.rand(3, 6, 2, generator=g, dtype=torch.float64) * 56 + 4, g, 3.0)
     contour = torch.tensor([True, False, True, True, False, True])
+    config = SearchConfig(similarity=similarity)
+    round_prior = search(maps.to(device), labels.to(device), config, contour=contour.to(device))
+    assert_same_result(round_prior, search_reference(maps, labels, config, contour=contour), torch.float64)
+    assert not torch.equal(round_prior.searched.cpu(), search(maps, labels, config).searched)  # the mask matters
+
     angles = torch.rand(3, 6, generator=g, dtype=torch.float64) * math.pi
     tangents = torch.stack([torch.cos(angles), torch.sin(angles)], -1)
     tangents[1, 2] = math.nan  # a contour point without a tangent keeps the round prior
     tangents[2, 0] *= 3.0  # only the direction counts
     tangents[0, 3] = 0.0  # no direction: the round prior
-    config = SearchConfig(similarity=similarity)
     fast = search(maps.to(device), labels.to(device), config, contour=contour.to(device), tangents=tangents.to(device))
     reference = search_reference(maps, labels, config, contour=contour, tangents=tangents)
     assert_same_result(fast, reference, torch.float64)
-    round_prior = search(maps, labels, config, contour=contour)
-    assert not torch.equal(fast.searched.cpu()[:, contour], round_prior.searched[:, contour])  # tangents matter
-    assert torch.equal(fast.searched.cpu()[:, ~contour], round_prior.searched[:, ~contour])
-    assert torch.equal(fast.searched.cpu()[1, 2], round_prior.searched[1, 2])
-    assert torch.equal(fast.searched.cpu()[0, 3], round_prior.searched[0, 3])
+    fast, round_prior = fast.searched.cpu(), round_prior.searched.cpu()
+    assert not torch.equal(fast[:, contour], round_prior[:, contour])  # tangents matter
+    assert torch.equal(fast[:, ~contour], round_prior[:, ~contour])
+    assert torch.equal(fast[1, 2], round_prior[1, 2])
+    assert torch.equal(fast[0, 3], round_prior[0, 3])
 
 
 def test_a_contour_label_moves_further_along_its_contour_than_across():

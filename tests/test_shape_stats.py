@@ -3,22 +3,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import ridge
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auditor.heatmaps import encode
 from auditor.search import SearchConfig, patch_distance, search
 from auditor.shape_stats import gaussian_likeness, shape_stats, stats_window
-
-
-def ridge(size: int, centre: tuple[float, float], angle: float, *, sigma_along: float = 1e3,
-          sigma: float = 1.5) -> torch.Tensor:
-    """(R, R) flat hat along `angle` (from +x towards +y) through `centre`."""
-    r = torch.arange(size, dtype=torch.float64)
-    dx, dy = r[None, :] - centre[0], r[:, None] - centre[1]
-    along = math.cos(angle) * dx + math.sin(angle) * dy
-    across = -math.sin(angle) * dx + math.cos(angle) * dy
-    return torch.exp(-(along**2) / (2 * sigma_along**2) - across**2 / (2 * sigma**2))
 
 
 def reference_stats(heatmap: np.ndarray, x: float, y: float, size: int) -> dict[str, float] | None:
