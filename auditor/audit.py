@@ -30,7 +30,7 @@ from auditor.checkpoint import load_checkpoint, model_from_checkpoint
 from auditor.dataset import Dataset
 from auditor.errors import InputError
 from auditor.geometry import apply_affine
-from auditor.heatmaps import decode, refine_peaks
+from auditor.heatmaps import decode, refine_peaks, smooth
 from auditor.inference import iterate_heatmaps
 from auditor.io import relative_image_path
 from auditor.schemes import LandmarkScheme, scheme_from_json
@@ -141,14 +141,15 @@ def _measure(batch, landmarks: np.ndarray, search_config: SearchConfig, side: in
     human_hm = torch.from_numpy(label_hm).to(heat)
     tangents = torch.from_numpy(scheme.contour_tangents(label_hm)).to(heat)
     found = search(heat, human_hm, search_config, contour=scheme.contour_mask, tangents=tangents)
-    pred_hm, confidence = decode(heat, search_config.sigma)
+    smoothed = smooth(heat, search_config.sigma)  # read by both decodings below
+    pred_hm, confidence = decode(heat, search_config.sigma, smoothed=smoothed)
     stats = shape_stats(heat, human_hm, search_config)
     gain = found.score - (found.log_likelihood_at_label + found.log_prior_at_label)
     # an empty patch at the label (no heatmap mass there at all) is the strongest verdict the heatmap gives
     gain = torch.where(found.valid & torch.isnan(gain), torch.full_like(gain, 1e3), gain)
     centre = torch.where(torch.isfinite(human_hm).all(-1, keepdim=True), human_hm, pred_hm)
     mode, mode_peak = _local_mode(heat, human_hm, search_config.window_half_width(heat.shape[-1]),
-                                  search_config.sigma)
+                                  search_config.sigma, smoothed)
     windows, _ = clamped_patches(heat, centre, side)
     origins = torch.floor(centre + 0.5) - side // 2
     searched = np.where(found.valid[..., None].cpu().numpy(), found.searched.double().cpu().numpy(), np.nan)
@@ -164,15 +165,16 @@ def _measure(batch, landmarks: np.ndarray, search_config: SearchConfig, side: in
     return {key: v.cpu().numpy() if isinstance(v, torch.Tensor) else v for key, v in out.items()}
 
 
-def _local_mode(heat: torch.Tensor, xy_hm: torch.Tensor, half: int, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _local_mode(heat: torch.Tensor, xy_hm: torch.Tensor, half: int, sigma: float,
+                smoothed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The heatmap's highest pixel in the search window around each label, refined to sub-pixel like the
-    prediction (`refine_peaks`) (B, K, 2), and that pixel's value (B, K)."""
+    prediction (`refine_peaks`, from smoothed = `smooth(heat, sigma)`) (B, K, 2), and that pixel's value (B, K)."""
     side = 2 * half + 1
     patches, inside = clamped_patches(heat, xy_hm, side)
     value, arg = patches.flatten(-2).max(dim=-1)
     offset = torch.stack([arg % side, arg // side], dim=-1).to(xy_hm) - half
     mode = torch.nan_to_num(torch.floor(xy_hm + 0.5) + offset).long()
-    mode = refine_peaks(heat, mode[..., 0], mode[..., 1], sigma).to(xy_hm)
+    mode = refine_peaks(heat, mode[..., 0], mode[..., 1], sigma, smoothed=smoothed).to(xy_hm)
     ok = inside & (value > 0)
     return torch.where(ok[..., None], mode, torch.nan), torch.where(ok, value, torch.nan)
 

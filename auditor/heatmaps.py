@@ -98,56 +98,54 @@ def blur(heatmaps: torch.Tensor, sigma: float = DEFAULT_SIGMA) -> torch.Tensor:
     return _blur_matrix(h, sigma, heatmaps.dtype, heatmaps.device) @ along_x
 
 
-def _newton_offsets(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One 2-D Newton step (n, 2) from pixels (ix, iy) (n,) toward the maximum of the log of positive maps
-    (n, H, W), and (n,) whether it exists (an interior pixel whose finite-difference Hessian is negative
-    definite); |offset| <= 1."""
-    n, h, w = maps.shape
-    rows = torch.arange(n, device=maps.device)
-    inside = (ix > 0) & (ix < w - 1) & (iy > 0) & (iy < h - 1)
+def smooth(heatmaps: torch.Tensor, sigma: float = DEFAULT_SIGMA) -> torch.Tensor:
+    """The maps (B, K, H, W) the decoding reads: heatmaps (B, K, H, W) clamped at 0 and blurred with `sigma`."""
+    return blur(heatmaps.clamp_min(0), sigma)
+
+
+def _newton_step(smoothed: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor,
+                 sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions (n, 2): pixels (ix, iy) (n,) moved by one 2-D Newton step toward the maximum of the log of
+    smoothed maps (n, H, W) (|step| <= 1 per axis), and (n,) whether the step holds: the finite-difference
+    Hessian is negative definite and the pixel is beyond the smoothing's reach of the border."""
+    n, h, w = smoothed.shape
+    rows = torch.arange(n, device=smoothed.device)
     x, y = ix.clamp(1, w - 2), iy.clamp(1, h - 2)
-    tiny = torch.finfo(maps.dtype).tiny
+    tiny = torch.finfo(smoothed.dtype).tiny
 
     def at(dx: int, dy: int) -> torch.Tensor:
-        return torch.log(maps[rows, y + dy, x + dx].clamp_min(tiny))
+        return torch.log(smoothed[rows, y + dy, x + dx].clamp_min(tiny))
 
     centre = at(0, 0)
     gx, gy = 0.5 * (at(1, 0) - at(-1, 0)), 0.5 * (at(0, 1) - at(0, -1))
     hxx, hyy = at(1, 0) - 2 * centre + at(-1, 0), at(0, 1) - 2 * centre + at(0, -1)
     hxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
     det = hxx * hyy - hxy**2
-    ok = inside & (hxx < 0) & (det > 0) & torch.isfinite(det)
+    margin = patch_size(sigma) // 2 + 1
+    ok = (ix >= margin) & (ix < w - margin) & (iy >= margin) & (iy < h - margin)
+    ok &= (hxx < 0) & (det > 0) & torch.isfinite(det)
     safe = torch.where(ok, det, torch.ones_like(det))
     offset = torch.stack([(hxy * gy - hyy * gx) / safe, (hxy * gx - hxx * gy) / safe], dim=-1)
     offset = torch.where(ok[:, None], offset, torch.zeros_like(offset)).clamp(-1, 1)
-    return offset, ok
+    return torch.stack([ix, iy], dim=-1).to(smoothed.dtype) + offset, ok
 
 
-def _smoothed_newton(smooth: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor,
-                     sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positions (n, 2) one Newton step on the log of smoothed maps (n, H, W) from pixels (ix, iy) (n,), and (n,)
-    whether the step holds: it exists and the pixel is beyond the smoothing's reach of the border."""
-    h, w = smooth.shape[-2:]
-    offset, ok = _newton_offsets(smooth, ix, iy)
-    margin = patch_size(sigma) // 2 + 1
-    ok &= (ix >= margin) & (ix < w - margin) & (iy >= margin) & (iy < h - margin)
-    return torch.stack([ix, iy], dim=-1).to(smooth.dtype) + offset, ok
-
-
-def refine_peaks(heatmaps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor,
-                 sigma: float = DEFAULT_SIGMA) -> torch.Tensor:
+def refine_peaks(heatmaps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, sigma: float = DEFAULT_SIGMA, *,
+                 smoothed: torch.Tensor | None = None) -> torch.Tensor:
     """Sub-pixel positions (B, K, 2) of the peaks at integer pixels (ix, iy) (B, K) of heatmaps (B, K, H, W):
-    a Newton step on the log of the map smoothed with a Gaussian of `sigma` (see `decode`), or where that
-    does not hold, `refine_subpixel` on the raw map."""
+    a Newton step on the log of the map smoothed with a Gaussian of `sigma` (see `decode`; `smoothed` (B, K, H, W)
+    if the caller already has `smooth(heatmaps, sigma)`), or where that does not hold, `refine_subpixel` on the
+    raw map."""
     b, k, h, w = heatmaps.shape
     ix, iy = ix.reshape(-1).clamp(0, w - 1), iy.reshape(-1).clamp(0, h - 1)
-    smooth = blur(heatmaps.clamp_min(0), sigma).reshape(b * k, h, w)
-    xy, ok = _smoothed_newton(smooth, ix, iy, sigma)
+    smoothed = smooth(heatmaps, sigma) if smoothed is None else smoothed
+    xy, ok = _newton_step(smoothed.reshape(b * k, h, w), ix, iy, sigma)
     plain = refine_subpixel(heatmaps.reshape(b * k, h, w), ix, iy)
     return torch.where(ok[:, None], xy, plain).reshape(b, k, 2)
 
 
-def decode(heatmaps: torch.Tensor, sigma: float = DEFAULT_SIGMA) -> tuple[torch.Tensor, torch.Tensor]:
+def decode(heatmaps: torch.Tensor, sigma: float = DEFAULT_SIGMA, *,
+           smoothed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Peak positions (B, K, 2) in heatmap pixels and peak values (B, K) of heatmaps (B, K, R, R).
 
     Distribution-aware: the map is first smoothed with a Gaussian of the training targets' `sigma`, which
@@ -155,14 +153,14 @@ def decode(heatmaps: torch.Tensor, sigma: float = DEFAULT_SIGMA) -> tuple[torch.
     map's highest pixel moved by one Newton step on its log (exact for a Gaussian of any orientation).
     Within the smoothing's reach of the border (where it would pull the peak inward), or where that step
     does not exist, the raw map's highest pixel refined per axis (`refine_subpixel`) is used. The peak
-    value is the raw map's maximum.
+    value is the raw map's maximum. `smoothed`: `smooth(heatmaps, sigma)`, if the caller already has it.
     """
     if heatmaps.ndim != 4:
         raise ValueError(f"expected heatmaps of shape (B, K, H, W), got {tuple(heatmaps.shape)}")
     b, k, h, w = heatmaps.shape
     peak, raw_idx = heatmaps.reshape(b, k, h * w).max(dim=-1)
     plain = refine_subpixel(heatmaps, raw_idx % w, raw_idx // w).reshape(b * k, 2)
-    smooth = blur(heatmaps.clamp_min(0), sigma).reshape(b * k, h, w)
-    idx = smooth.reshape(b * k, h * w).argmax(dim=-1)
-    xy, ok = _smoothed_newton(smooth, idx % w, idx // w, sigma)
+    smoothed = (smooth(heatmaps, sigma) if smoothed is None else smoothed).reshape(b * k, h, w)
+    idx = smoothed.reshape(b * k, h * w).argmax(dim=-1)
+    xy, ok = _newton_step(smoothed, idx % w, idx // w, sigma)
     return torch.where(ok[:, None], xy, plain).reshape(b, k, 2), peak
