@@ -122,9 +122,9 @@ def synthetic(args: argparse.Namespace, work: Path) -> dict[str, float]:
     ratio = contour_target_ratio(state["targets"][-1].double().numpy(), human, truth)
     rows = [("baseline", "baseline (round 0)", 1.0), ("control", "control (human labels, same epochs)", 1.0),
             ("SA", "SA", ratio), ("SA + GHCU", "SA + GHCU", ratio)]
-    sized = config.for_dataset(len(human))
+    round_0, ghcu = trained_epochs(state["history"])
     print(f"\n### Synthetic: {args.train} train / {args.test} test faces, preset {config.name}, "
-          f"{sized.epochs} + {config.rounds} x {config.round_epochs} epochs, GHCU {sized.ghcu_epochs}; "
+          f"{round_0} + {config.rounds} x {config.round_epochs} epochs, GHCU {ghcu}; "
           f"SA training took {sa_minutes:.1f} min\n")
     print("| model | NME vs truth (test) | NME vs human (test) | contour target error / human's (train) |")
     print("|---|---|---|---|")
