@@ -83,6 +83,13 @@ class SearchConfig:
       development set with the audit benchmark's synthetic model: clean contour labels' searched error vs
       truth 0.0145 NME with the round σ_p = 4, 0.0138 with 4 / 2 and 5 / 2.5, 0.0139 at 6 / 2, 0.0141 at
       4 / 3, 0.0142 at 6 / 1.5, 0.0145 at 8 / 2, 0.0146 at 3 / 2, 0.0150 at 4 / 1.
+    - `contour_sharpness` s = 6: where the prior is elongated (a contour point with a tangent), the searched
+      position is the mean of the window's candidates weighted by exp(s · score), a sharpened posterior
+      mean, instead of the sub-pixel argmax. Along a contour the score is nearly flat and its argmax jumps
+      with the heatmap's noise; the mean does not. The other terms are still taken at the argmax. None keeps
+      the argmax. Chosen on the same development set and model: clean contour labels' searched error vs
+      truth 0.551 × the labels' with the argmax, 0.536 at s = 4, 0.526 at 6 and 8, 0.530 at 12, 0.536 at 16,
+      0.580 at 32 (sharpening the likelihood alone was worse: 0.61 to 0.76).
     - `temperature` τ = 1: for the argmax only σ_p / sqrt(τ) matters; τ scales the reported likelihood.
       For chi2 near a sharp Gaussian of the training σ, D ≈ |y - peak|² / σ², so the likelihood's
       curvature (2 / σ² ≈ 0.9) is 3.6 times that of a prior of σ_p = 2 (1 / σ_p² = 0.25); along a flat
@@ -96,6 +103,7 @@ class SearchConfig:
     contour_prior_sigma: float | None = None
     contour_along_sigma: float | None = None
     contour_across_sigma: float | None = None
+    contour_sharpness: float | None = 6.0
     temperature: float = 1.0
     half_width: int | None = None
     sigma: float = DEFAULT_SIGMA
@@ -105,7 +113,8 @@ class SearchConfig:
     chunk_size: int = field(default=768, compare=False)  # points per chunk on CPU (cache); no effect on results
 
     def __post_init__(self) -> None:
-        for name in ("prior_sigma", "contour_prior_sigma", "contour_along_sigma", "contour_across_sigma"):
+        for name in ("prior_sigma", "contour_prior_sigma", "contour_along_sigma", "contour_across_sigma",
+                     "contour_sharpness"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"SearchConfig.{name} must be > 0 or None, got {value}")
@@ -155,7 +164,8 @@ class SearchResult:
     `score` minus it is what the search gained. `*_searched` terms are taken at the integer argmax.
     """
 
-    searched: torch.Tensor  # (B, K, 2) searched position, sub-pixel when config.subpixel; the label if not valid
+    searched: torch.Tensor  # (B, K, 2) searched position, sub-pixel when config.subpixel (the sharpened posterior
+    # mean where the prior is elongated and config.contour_sharpness is set); the label if not valid
     score: torch.Tensor  # best score = log_likelihood_searched + log_prior_searched
     log_likelihood_searched: torch.Tensor  # -D / τ at the integer argmax
     log_prior_searched: torch.Tensor  # -|y - o|² / (2 σ_p²) at the integer argmax
@@ -382,10 +392,10 @@ def label_centres(xy_hm: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.T
 
 def _elongated_prior(prior_x: torch.Tensor, prior_y: torch.Tensor, cand: torch.Tensor, label: torch.Tensor,
                      tangents: torch.Tensor, contour: np.ndarray | torch.Tensor, config: SearchConfig,
-                     size: int) -> torch.Tensor:
+                     size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The log prior (n, w, w) (rows y, columns x) of every candidate: the separable prior_x + prior_y (n, w), but
     for contour points (contour (K,)) with a finite tangent (n, 2) the Gaussian elongated along it; -inf
-    where the separable prior is (candidates outside the map, invalid labels)."""
+    where the separable prior is (candidates outside the map, invalid labels). Also which points (n,) have it."""
     prior = prior_y[:, :, None] + prior_x[:, None, :]
     along, across = config.contour_sigmas_px(size)
     n = prior.shape[0]
@@ -398,7 +408,7 @@ def _elongated_prior(prior_x: torch.Tensor, prior_y: torch.Tensor, cand: torch.T
     uy = (cand[..., 1] - label[:, None, 1])[:, :, None]  # (n, w, 1)
     tx, ty = t[:, 0, None, None], t[:, 1, None, None]
     elongated = -0.5 * ((ux * tx + uy * ty).square() / along**2 + (uy * tx - ux * ty).square() / across**2)
-    return torch.where(has[:, None, None] & torch.isfinite(prior), elongated, prior)
+    return torch.where(has[:, None, None] & torch.isfinite(prior), elongated, prior), has
 
 
 @torch.no_grad()
@@ -425,8 +435,12 @@ def search(heatmaps: torch.Tensor, xy_hm: torch.Tensor, config: SearchConfig = S
     log_prior.masked_fill_((cand < 0) | (cand > size - 1) | ~label_ok[:, None, None], -math.inf)
     prior_x, prior_y = log_prior[..., 0], log_prior[..., 1]  # (n, w)
     full_prior = None  # (n, w, w) where some contour point's prior is not separable
+    elongated = torch.zeros(n, dtype=torch.bool, device=device)
     if tangents is not None and contour is not None:
-        full_prior = _elongated_prior(prior_x, prior_y, cand, label, tangents.to(device), contour, config, size)
+        full_prior, elongated = _elongated_prior(prior_x, prior_y, cand, label, tangents.to(device), contour,
+                                                 config, size)
+    posterior_mean = elongated & (config.contour_sharpness is not None and config.subpixel)
+    mean_xy = torch.empty(n, 2, dtype=dtype, device=device)
 
     flat_maps = heatmaps.reshape(n, size * size).contiguous()
     regions = _locate_regions(centres, size, plan.region, flat_maps.dtype)
@@ -451,6 +465,12 @@ def search(heatmaps: torch.Tensor, xy_hm: torch.Tensor, config: SearchConfig = S
         torch.max(score, dim=1, out=(best[sl], arg[sl]))
         neighbours[sl] = score.gather(1, (arg[sl, None] + steps).clamp_(0, w * w - 1))
         score_centre[sl] = score[:, half * w + half]
+        rows = posterior_mean[sl].nonzero()[:, 0]
+        if len(rows):
+            weights = torch.softmax(score[rows] * config.contour_sharpness, dim=1).view(-1, w, w)
+            at = rows + start
+            mean_xy[at, 0] = (weights.sum(1) * cand[at, :, 0]).sum(1)
+            mean_xy[at, 1] = (weights.sum(2) * cand[at, :, 1]).sum(1)
 
     valid = torch.isfinite(best)
     iy, ix = arg // w, arg % w
@@ -460,6 +480,7 @@ def search(heatmaps: torch.Tensor, xy_hm: torch.Tensor, config: SearchConfig = S
         inside = torch.stack([ix > 0, ix < w - 1, iy > 0, iy < w - 1], dim=1)
         neighbours = neighbours.masked_fill_(~inside, -math.inf)  # (n, 4): x-1, x+1, y-1, y+1
         xy = xy + _parabola_offset(neighbours[:, 0::2], best[:, None], neighbours[:, 1::2])
+    xy = torch.where((posterior_mean & valid)[:, None], mean_xy, xy)
 
     if full_prior is None:
         prior_searched = prior_x.gather(1, ix[:, None])[:, 0] + prior_y.gather(1, iy[:, None])[:, 0]
@@ -544,8 +565,9 @@ def _reference_prior(sigma_p: float, tangent: tuple[float, float] | None,
 
 
 def _reference_point(heatmap: np.ndarray, ox: float, oy: float, config: SearchConfig,
-                     log_prior: Callable[[float, float], float]) -> dict[str, float] | None:
-    """The search for one map (R, R) and label (ox, oy), candidate by candidate; None if not valid."""
+                     log_prior: Callable[[float, float], float], *, mean: bool = False) -> dict[str, float] | None:
+    """The search for one map (R, R) and label (ox, oy), candidate by candidate; None if not valid. `mean`: the
+    position is the posterior mean sharpened by `config.contour_sharpness` instead of the sub-pixel argmax."""
     size = heatmap.shape[0]
     if not (math.isfinite(ox) and math.isfinite(oy)):
         return None
@@ -579,7 +601,14 @@ def _reference_point(heatmap: np.ndarray, ox: float, oy: float, config: SearchCo
     i, j = np.unravel_index(np.argmax(scores), scores.shape)
     x, y = cx - half + j, cy - half + i
     dx = dy = 0.0
-    if config.subpixel:
+    if mean:
+        finite = np.isfinite(scores)
+        weights = np.where(finite, np.exp(config.contour_sharpness * (scores - scores[i, j])), 0.0)
+        weights /= weights.sum()
+        offsets = np.arange(-half, half + 1)
+        dx = float((weights.sum(0) * offsets).sum()) - (j - half)
+        dy = float((weights.sum(1) * offsets).sum()) - (i - half)
+    elif config.subpixel:
         around = np.pad(scores, 1, constant_values=-np.inf)  # around[i + 1, j + 1] = scores[i, j]
         dx = _reference_parabola(around[i + 1, j], scores[i, j], around[i + 1, j + 2])
         dy = _reference_parabola(around[i, j + 1], scores[i, j], around[i + 2, j + 1])
@@ -617,8 +646,11 @@ def search_reference(heatmaps: torch.Tensor, xy_hm: torch.Tensor, config: Search
     terms = {name: np.full((b, k), np.nan) for name in _TERMS}
     for bi in range(b):
         for ki in range(k):
-            prior = _reference_prior(sigmas[ki], tangent(bi, ki), config.contour_sigmas_px(size))
-            found = _reference_point(maps[bi, ki], float(labels[bi, ki, 0]), float(labels[bi, ki, 1]), config, prior)
+            direction = tangent(bi, ki)
+            prior = _reference_prior(sigmas[ki], direction, config.contour_sigmas_px(size))
+            mean = direction is not None and config.contour_sharpness is not None and config.subpixel
+            found = _reference_point(maps[bi, ki], float(labels[bi, ki, 0]), float(labels[bi, ki, 1]), config, prior,
+                                     mean=mean)
             if found is None:
                 continue
             valid[bi, ki] = True

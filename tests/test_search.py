@@ -110,6 +110,30 @@ def test_a_contour_label_moves_further_along_its_contour_than_across():
     assert abs(float(left_round[0] - left_round[1])) < 0.05  # the round prior does not care about direction
 
 
+def test_the_sharpened_posterior_mean_is_steadier_along_a_contour_than_the_argmax():
+    """Along a contour heatmap's ridge the score is nearly flat, so its argmax follows the noise; the mean does not."""
+    g = torch.Generator().manual_seed(0)
+    angle = math.radians(30)
+    t = torch.tensor([math.cos(angle), math.sin(angle)], dtype=torch.float64)
+    peak = torch.tensor([32.0, 32.0], dtype=torch.float64)
+    clean = ridge(64, (32.0, 32.0), angle, sigma_along=6.0)
+    maps = (clean + 0.05 * torch.randn(40, 1, 64, 64, generator=g, dtype=torch.float64)).clamp(min=0)
+    labels, tangents = (peak + 2.0 * t).expand(40, 1, 2), t.expand(40, 1, 2)
+    spread, error = {}, {}
+    for sharpness in (6.0, None):
+        config = SearchConfig(contour_sharpness=sharpness)
+        found = search(maps, labels, config, contour=np.array([True]), tangents=tangents).searched[:, 0]
+        spread[sharpness] = float(((found - peak) @ t).std())
+        error[sharpness] = float((found - peak).norm(dim=-1).mean())
+    assert spread[6.0] < 0.5 * spread[None]
+    assert error[6.0] < error[None]
+    without_tangent = search(maps, labels, SearchConfig(), contour=np.array([True])).searched
+    assert torch.equal(without_tangent, search(maps, labels, SearchConfig(contour_sharpness=None),
+                                               contour=np.array([True])).searched)  # a round prior keeps the argmax
+    with pytest.raises(ValueError, match="contour_sharpness"):
+        SearchConfig(contour_sharpness=0.0)
+
+
 def test_contour_points_trust_the_label_less():
     config = SearchConfig()
     assert config.prior_sigma_px(64) == 1.0 and config.prior_sigma_px(64, contour=True) == 4.0
