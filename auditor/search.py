@@ -147,6 +147,11 @@ class SearchConfig:
         across = 2.5 * size / REFERENCE_R if self.contour_across_sigma is None else self.contour_across_sigma
         return along, across
 
+    @property
+    def averages_along_contours(self) -> bool:
+        """Whether a point with an elongated prior gets the sharpened posterior mean instead of the argmax."""
+        return self.contour_sharpness is not None and self.subpixel
+
     def prior_sigmas_px(self, size: int, contour: np.ndarray | torch.Tensor | None, k: int) -> torch.Tensor:
         """(K,) float64 prior σ_p of each point in heatmap pixels; contour (K,) bool, or None for no contours."""
         mask = torch.zeros(k, dtype=torch.bool) if contour is None else torch.as_tensor(contour, dtype=torch.bool)
@@ -439,7 +444,7 @@ def search(heatmaps: torch.Tensor, xy_hm: torch.Tensor, config: SearchConfig = S
     if tangents is not None and contour is not None:
         full_prior, elongated = _elongated_prior(prior_x, prior_y, cand, label, tangents.to(device), contour,
                                                  config, size)
-    posterior_mean = elongated & (config.contour_sharpness is not None and config.subpixel)
+    posterior_mean = elongated & config.averages_along_contours
     mean_xy = torch.empty(n, 2, dtype=dtype, device=device)
 
     flat_maps = heatmaps.reshape(n, size * size).contiguous()
@@ -648,9 +653,8 @@ def search_reference(heatmaps: torch.Tensor, xy_hm: torch.Tensor, config: Search
         for ki in range(k):
             direction = tangent(bi, ki)
             prior = _reference_prior(sigmas[ki], direction, config.contour_sigmas_px(size))
-            mean = direction is not None and config.contour_sharpness is not None and config.subpixel
             found = _reference_point(maps[bi, ki], float(labels[bi, ki, 0]), float(labels[bi, ki, 1]), config, prior,
-                                     mean=mean)
+                                     mean=direction is not None and config.averages_along_contours)
             if found is None:
                 continue
             valid[bi, ki] = True
