@@ -135,12 +135,15 @@ class _NpyWriter:
 def _measure(batch, landmarks: np.ndarray, search_config: SearchConfig, side: int,
              scheme: LandmarkScheme) -> dict[str, np.ndarray]:
     """Everything the audit keeps of one batch: positions (B, K, 2) in image px, measures (B, K), windows; the
-    scheme's contour points get their own search prior, elongated along the labels' own contour."""
+    scheme's contour points get their own search prior, elongated along the labels' own contour, and a second
+    search with the proposal's tighter prior proposes their position (`SearchConfig.proposing`)."""
     heat = batch.ghcu_heatmaps
     label_hm = apply_affine(batch.to_heatmap, landmarks)
     human_hm = torch.from_numpy(label_hm).to(heat)
     tangents = torch.from_numpy(scheme.contour_tangents(label_hm)).to(heat)
     found = search(heat, human_hm, search_config, contour=scheme.contour_mask, tangents=tangents)
+    proposed = search(heat, human_hm, search_config.proposing(heat.shape[-1]), contour=scheme.contour_mask,
+                      tangents=tangents)
     smoothed = smooth(heat, search_config.sigma)  # read by both decodings below
     pred_hm, confidence = decode(heat, search_config.sigma, smoothed=smoothed)
     stats = shape_stats(heat, human_hm, search_config)
@@ -152,9 +155,12 @@ def _measure(batch, landmarks: np.ndarray, search_config: SearchConfig, side: in
                                   search_config.sigma, smoothed)
     windows, _ = clamped_patches(heat, centre, side)
     origins = torch.floor(centre + 0.5) - side // 2
-    searched = np.where(found.valid[..., None].cpu().numpy(), found.searched.double().cpu().numpy(), np.nan)
+    def image_px(result) -> np.ndarray:
+        valid = result.valid[..., None].cpu().numpy()
+        return batch.to_image(np.where(valid, result.searched.double().cpu().numpy(), np.nan))
+
     out = {
-        "searched": batch.to_image(searched),
+        "searched": image_px(proposed), "searched_broad": image_px(found),
         "pred": batch.to_image(pred_hm.double().cpu().numpy()),
         "mode": batch.to_image(mode.double().cpu().numpy()), "mode_peak": mode_peak,
         "peak": stats.peak, "anisotropy": stats.anisotropy, "angle": stats.angle,
@@ -198,6 +204,8 @@ def _tables(ds: Dataset, faces: np.ndarray, parts: dict[str, np.ndarray]) -> tup
         "is_contour": np.tile(scheme.contour_mask, n),
         "x_human": human[..., 0].ravel(), "y_human": human[..., 1].ravel(),
         "x_searched": searched[..., 0].ravel(), "y_searched": searched[..., 1].ravel(),
+        "x_searched_broad": parts["searched_broad"][..., 0].ravel(),
+        "y_searched_broad": parts["searched_broad"][..., 1].ravel(),
         "x_pred": pred[..., 0].ravel(), "y_pred": pred[..., 1].ravel(),
         "x_mode": parts["mode"][..., 0].ravel(), "y_mode": parts["mode"][..., 1].ravel(),
         "searched_nme": to_searched.ravel(), "pred_err_nme": to_pred.ravel(),

@@ -20,7 +20,8 @@ The evidence, per point (README "How labels are scored"):
   a point pushed off a contour far less well: on the sample set the shape term alone went from AUROC 0.80 to
   0.95 over all planted kinds;
 - the semantic search's verdict: the label's offset from the searched position (where the heatmap patch
-  looks most like the ideal Gaussian, given the prior), split and standardised the same way: a search that
+  looks most like the ideal Gaussian, given the prior; on contour points the search under its broad prior,
+  `x_searched_broad`, not the proposal's tighter one), split and standardised the same way: a search that
   slides a jaw label along the jaw is the usual, one that moves it across is not (its distance alone, as
   before, ranked off-contour labels at AUROC 0.967 on the sample set's audit, the split 0.981);
 - each standardised squared distance `s` becomes a tail probability `(1 + s / ν)^(-ν/2)` (a 2-D Student-t,
@@ -185,7 +186,9 @@ def score_points(points: pd.DataFrame, images: pd.DataFrame, scheme: LandmarkSch
     fit = fit_labels(human, config.shape_components)  # aligns the faces for both shape models
     shape = conditional_residuals(human, norm, fit=fit)  # (N, K, 2)
     shape_z = standardise(frame_components(shape, tangents), is_contour, config)
-    searched = np.stack([grid("x_searched"), grid("y_searched")], -1)
+    # audits written before the proposal had its own prior hold only the one search
+    broad = "x_searched_broad" if "x_searched_broad" in points.columns else "x_searched"
+    searched = np.stack([grid(broad), grid("y" + broad[1:])], -1)
     search_z = standardise(frame_components((human - searched) / norm[:, None, None], tangents), is_contour, config)
     pred_weight = config.pred_weight
     if pred_weight is None:

@@ -87,6 +87,30 @@ def test_store_holds_the_ghcu_heatmap_around_each_label(setup):
         np.testing.assert_allclose(windows[n, k], expected, atol=2e-3, rtol=2e-3)
 
 
+def test_contour_points_are_proposed_by_the_tighter_search_and_scored_by_the_broad_one(setup):
+    root, ds, whole = setup
+    from auditor.checkpoint import load_checkpoint, model_from_checkpoint
+    from auditor.geometry import apply_affine
+    from auditor.search import SearchConfig, search
+
+    model, _ = model_from_checkpoint(load_checkpoint(root / "m.pt"))
+    batch = next(iterate_heatmaps(model, ds, batch_size=3, flip=True))
+    label = apply_affine(batch.to_heatmap, ds.landmarks[:3])
+    tangents = torch.from_numpy(ds.scheme.contour_tangents(label)).float()
+    points = pd.read_parquet(whole / "points.parquet").iloc[:3 * 68]
+    size = batch.ghcu_heatmaps.shape[-1]
+    for config, column in ((SearchConfig(), "searched_broad"), (SearchConfig().proposing(size), "searched")):
+        found = search(batch.ghcu_heatmaps, torch.from_numpy(label).float(), config, contour=ds.scheme.contour_mask,
+                       tangents=tangents)
+        expected = batch.to_image(np.where(found.valid[..., None].numpy(), found.searched.double().numpy(), np.nan))
+        stored = points[[f"x_{column}", f"y_{column}"]].to_numpy().reshape(3, 68, 2)
+        np.testing.assert_allclose(stored, expected, atol=1e-3)
+    contour = np.tile(ds.scheme.contour_mask, 3)
+    proposed, broad = points["x_searched"].to_numpy(), points["x_searched_broad"].to_numpy()
+    differ = ~np.isclose(proposed, broad, rtol=0, atol=0, equal_nan=True)
+    assert differ[contour].any() and not differ[~contour].any()
+
+
 def test_shards_merge_into_the_whole_audit(setup, tmp_path):
     root, ds, whole = setup
     parts = []

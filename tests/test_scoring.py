@@ -99,6 +99,23 @@ def test_a_search_across_the_contour_costs_more_than_one_along_it(truth):
     assert scores[1] < scores[0] / 2
 
 
+def test_the_score_reads_the_broad_search_not_the_proposal(truth):
+    """The label's offset from the search under its broad prior is the evidence; the proposal only proposes."""
+    scheme = truth.scheme
+    human, pred, tangents, iod = noisy_case(truth, seed=3)
+    jaw = 6
+    t = tangents[12, jaw]
+    across = human.copy()
+    across[12, jaw] = human[12, jaw] + 0.05 * np.array([-t[1], t[0]]) * iod[12, 0]
+    points, images = tables(human, pred, scheme)  # the proposal: every label where it is
+    points["x_searched_broad"], points["y_searched_broad"] = across[..., 0].ravel(), across[..., 1].ravel()
+    scored, _ = score_points(points.copy(), images.copy(), scheme)
+    one_search, _ = score_points(*tables(human, pred, scheme, searched=across), scheme)
+    np.testing.assert_array_equal(scored["label_score"], one_search["label_score"])
+    unmoved, _ = score_points(*tables(human, pred, scheme), scheme)
+    assert scored["label_score"][12 * 68 + jaw] < unmoved["label_score"][12 * 68 + jaw] / 2
+
+
 def test_a_second_peak_under_the_label_is_the_models_confusion_not_the_labels(truth):
     scheme = truth.scheme
     human, pred, _, _ = noisy_case(truth, seed=2)

@@ -134,6 +134,27 @@ def test_the_sharpened_posterior_mean_is_steadier_along_a_contour_than_the_argma
         SearchConfig(contour_sharpness=0.0)
 
 
+def test_the_proposal_trusts_a_contour_label_more_across_its_contour():
+    """`proposing`: the same search with a prior tighter across the contour (and a little longer along it)."""
+    config = SearchConfig(half_width=10)
+    proposal = config.proposing(64)
+    assert proposal.contour_sigmas_px(64) == (6.0, 1.5) and config.proposing(32).contour_sigmas_px(32) == (3.0, 0.75)
+    assert proposal.half_width == 10 and proposal.contour_sharpness == config.contour_sharpness
+    assert SearchConfig(proposal_across_sigma=2.0).proposing(64).contour_sigmas_px(64) == (6.0, 2.0)
+    with pytest.raises(ValueError, match="proposal_across_sigma"):
+        SearchConfig(proposal_across_sigma=0.0)
+    angle = math.radians(30)
+    t = torch.tensor([math.cos(angle), math.sin(angle)], dtype=torch.float64)
+    normal = torch.tensor([-t[1], t[0]])
+    peak = torch.tensor([[[32.0, 32.0]]], dtype=torch.float64)
+    label = peak + 2.0 * normal
+    maps, tangents, contour = encode(peak, 64), t.expand(1, 1, 2), np.array([True])
+    broad = search(maps, label, config, contour=contour, tangents=tangents).searched
+    proposed = search(maps, label, proposal, contour=contour, tangents=tangents).searched
+    assert (proposed - label).norm() < (broad - label).norm()  # moved less far across
+    assert float(((proposed - label) @ normal).squeeze()) < 0  # but toward the peak
+
+
 def test_contour_points_trust_the_label_less():
     config = SearchConfig()
     assert config.prior_sigma_px(64) == 1.0 and config.prior_sigma_px(64, contour=True) == 4.0
