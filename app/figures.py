@@ -19,6 +19,9 @@ POINT_SETS = (
     ("searched", "searched", {"symbol": "x", "color": "#ff7f0e", "size": 8}),
     ("human", "human", {"symbol": "circle", "color": "#2ca02c", "size": 7, "line": {"width": 1, "color": "white"}}),
 )
+# the search whose offset the score reads (`x_searched_broad`), drawn on the heatmap where it is not the proposal
+BROAD_SEARCH = ("searched_broad", "searched, broad prior (scored)",
+                {"symbol": "x-thin", "color": "#e377c2", "size": 8, "line": {"width": 3, "color": "#e377c2"}})
 ARROW_COLOUR = "#ff7f0e"
 SELECTED_COLOUR = "#d62728"
 
@@ -95,13 +98,17 @@ def ideal_window(side: int, centre_xy: tuple[float, float], sigma: float, peak: 
 
 def heatmap_figure(window: np.ndarray, origin_xy_hm: np.ndarray, marks_xy_hm: dict[str, np.ndarray], *,
                    anisotropy: float, angle: float, height: int = 340) -> go.Figure:
-    """A point's heatmap window (W, W) in heatmap pixels, with the human / searched / predicted positions (2,) and
-    the principal axis through the label, its half-length W/2 times the anisotropy (a round blob shows none)."""
+    """A point's heatmap window (W, W) in heatmap pixels, with the human / searched / predicted positions (2,),
+    the broad search's (`searched_broad`) where it is more than 0.05 px from the searched one, and the principal
+    axis through the label, its half-length W/2 times the anisotropy (a round blob shows none)."""
     side = window.shape[-1]
     xs, ys = origin_xy_hm[0] + np.arange(side), origin_xy_hm[1] + np.arange(side)
     data = [{"type": "heatmap", "z": window, "x": xs, "y": ys, "colorscale": "Viridis", "colorbar": {"thickness": 10},
              "hovertemplate": "(%{x}, %{y}): %{z:.3f}<extra></extra>"}]
-    for prefix, name, marker in POINT_SETS:
+    broad, searched = marks_xy_hm.get(BROAD_SEARCH[0]), marks_xy_hm.get("searched")
+    apart = bool(broad is not None and searched is not None and np.isfinite(broad).all() and np.isfinite(searched).all()
+             and float(np.linalg.norm(broad - searched)) > 0.05)
+    for prefix, name, marker in ((BROAD_SEARCH,) if apart else ()) + POINT_SETS:
         xy = marks_xy_hm.get(prefix)
         if xy is not None and np.isfinite(xy).all():
             data.append({"type": "scatter", "x": [xy[0]], "y": [xy[1]], "mode": "markers", "name": name,

@@ -254,7 +254,8 @@ def heatmap_ui(view: AuditView, item: tuple[str, int], row: pd.Series) -> None:
     window = np.asarray(view.heatmaps.windows[n, k], dtype=np.float32)  # (W, W), read from the memory map
     origin = view.heatmaps.origins[n, k]
     to_heatmap = view.heatmaps.to_heatmap[n]
-    marks = {prefix: apply_affine(to_heatmap, _xy(row, prefix)[None])[0] for prefix, _, _ in figures.POINT_SETS}
+    marks = {prefix: apply_affine(to_heatmap, _xy(row, prefix)[None])[0]
+             for prefix, _, _ in (*figures.POINT_SETS, figures.BROAD_SEARCH)}
     st.plotly_chart(figures.heatmap_figure(window, origin, marks, anisotropy=_float(row, "anisotropy"),
                                            angle=_float(row, "angle")), key="heatmap")
     peak = float(window.max()) if window.size and window.max() > 0 else 1.0

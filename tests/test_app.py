@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the `app` package lives beside `auditor`, which is the one installed
 
 from app.audit_view import load_heatmaps  # noqa: E402
-from app.figures import ideal_window, zoom_box  # noqa: E402
+from app.figures import heatmap_figure, ideal_window, zoom_box  # noqa: E402
 from app.text import md_text  # noqa: E402
 
 APP = ROOT / "app" / "main.py"
@@ -226,6 +226,18 @@ def test_ideal_window_peaks_at_its_centre() -> None:
     assert np.unravel_index(g.argmax(), g.shape) == (5, 8)  # (row = y, column = x)
     assert g.max() == pytest.approx(0.7)
     np.testing.assert_allclose(g[5, 8 - 3], g[5, 8 + 3])
+
+
+def test_the_heatmap_shows_the_scored_search_only_where_it_is_not_the_proposal() -> None:
+    window, origin = np.zeros((17, 17)), np.array([10.0, 10.0])
+    marks = {"human": np.array([18.0, 18.0]), "searched": np.array([18.5, 18.0]), "pred": np.array([19.0, 17.0])}
+    names = [t.name for t in heatmap_figure(window, origin, {**marks, "searched_broad": np.array([18.5, 19.5])},
+                                            anisotropy=0.5, angle=0.3).data]
+    assert names == [None, "searched, broad prior (scored)", "predicted", "searched", "human", "principal axis"]
+    for broad in (marks["searched"], np.array([np.nan, np.nan])):
+        names = [t.name for t in heatmap_figure(window, origin, {**marks, "searched_broad": broad},
+                                                anisotropy=0.5, angle=0.3).data]
+        assert "searched, broad prior (scored)" not in names and "searched" in names
 
 
 def test_zoom_box_stays_in_the_image() -> None:
