@@ -187,8 +187,8 @@ def score_points(points: pd.DataFrame, images: pd.DataFrame, scheme: LandmarkSch
     shape = conditional_residuals(human, norm, fit=fit)  # (N, K, 2)
     shape_z = standardise(frame_components(shape, tangents), is_contour, config)
     # audits written before the proposal had its own prior hold only the one search
-    broad = "x_searched_broad" if "x_searched_broad" in points.columns else "x_searched"
-    searched = np.stack([grid(broad), grid("y" + broad[1:])], -1)
+    broad = "searched_broad" if "x_searched_broad" in points.columns else "searched"
+    searched = np.stack([grid(f"x_{broad}"), grid(f"y_{broad}")], -1)
     search_z = standardise(frame_components((human - searched) / norm[:, None, None], tangents), is_contour, config)
     pred_weight = config.pred_weight
     if pred_weight is None:

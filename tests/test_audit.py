@@ -10,12 +10,14 @@ import torch
 
 from auditor import audit as audit_module
 from auditor.audit import merge_audits, parse_shard, run_audit, shard_range
-from auditor.checkpoint import save_checkpoint
+from auditor.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from auditor.errors import InputError
+from auditor.geometry import apply_affine
 from auditor.inference import iterate_heatmaps
 from auditor.io import read_dataset
 from auditor.model import LandmarkModel, get_preset
 from auditor.scoring import ISSUE_TYPES
+from auditor.search import SearchConfig, search
 from auditor.synth import generate
 
 POINT_COLUMNS = ["image_id", "point", "point_name", "group", "x_human", "y_human", "x_searched", "y_searched",
@@ -69,8 +71,6 @@ def test_store_holds_the_ghcu_heatmap_around_each_label(setup):
     windows = np.load(whole / "heatmaps" / "windows.npy")
     origins = np.load(whole / "heatmaps" / "origins.npy")
     to_hm = np.load(whole / "heatmaps" / "to_heatmap.npy")
-    from auditor.checkpoint import load_checkpoint, model_from_checkpoint
-
     model, _ = model_from_checkpoint(load_checkpoint(root / "m.pt"))
     batch = next(iterate_heatmaps(model, ds, batch_size=2, flip=True))  # the audit's default
     np.testing.assert_allclose(to_hm[:2], batch.to_heatmap)
@@ -89,10 +89,6 @@ def test_store_holds_the_ghcu_heatmap_around_each_label(setup):
 
 def test_contour_points_are_proposed_by_the_tighter_search_and_scored_by_the_broad_one(setup):
     root, ds, whole = setup
-    from auditor.checkpoint import load_checkpoint, model_from_checkpoint
-    from auditor.geometry import apply_affine
-    from auditor.search import SearchConfig, search
-
     model, _ = model_from_checkpoint(load_checkpoint(root / "m.pt"))
     batch = next(iterate_heatmaps(model, ds, batch_size=3, flip=True))
     label = apply_affine(batch.to_heatmap, ds.landmarks[:3])
