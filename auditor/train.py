@@ -1,17 +1,19 @@
-"""Semantic-alignment training: round 0 on the human labels, then rounds of search -> train, then the GHCU.
+"""Semantic-alignment training: round 0 on the human labels, then rounds of search -> train; a GHCU after each.
 
-Round r >= 1 fixes the network, searches targets y^r around the human labels o (window and
-prior always centred on o, DESIGN.md section 2), then trains on y^r. Every round's targets are
-kept in the checkpoint: they are the audit trail. A checkpoint is written after every epoch, so
-an interrupted run resumes from the last finished epoch and ends with the same weights.
+Round 0 trains the hourglass on the human labels o, then the GHCU on its last stack. Round r >= 1 fixes
+the network, searches targets y^r around o (window and prior always centred on o, DESIGN.md section 2)
+in the GHCU's flip-averaged heatmaps, then fine-tunes the hourglass and the GHCU on y^r. Every round's
+targets are kept in the checkpoint: they are the audit trail. A checkpoint is written after every
+epoch, so an interrupted run resumes from the last finished epoch and ends with the same weights.
 Under `torchrun` the same code trains with DistributedDataParallel and shards the search.
 
-The rounds search with one prior σ_p = 2 px (at R = 64) for every point (`training_search_config`), not
-the audit's default of 1 px on crisp and 4 px on contour points. In the SA benchmark the looser contour
-prior made the training targets closer to the truth on contour points (0.886 × the labels' error against
-0.921 ×) but the trained model worse (SA + GHCU 0.0342 NME vs truth against 0.0328, the control 0.0326):
-searching the training faces, whose labels the network has partly learnt, a loose prior lets the targets
-follow the network's own errors, and the next round learns them back.
+The rounds search like the audit proposes (`training_search_config`): 1 px on crisp points, on contour
+points a prior elongated along the labels' own chain (6 px along, 1.5 across at R = 64), in the GHCU's
+heatmaps averaged with the mirror image's. In the SA benchmark (benchmarks/README.md) that puts the final
+targets of clean contour labels at 0.478 x the labels' error vs truth, against 0.776 x when the rounds
+searched the last stack, without flip, with one round σ_p = 2 px and the GHCU came after them. The
+trained model did not gain from it (SA + GHCU 0.0186 NME vs truth against 0.0183, and 0.0167 for the
+control that trains as long on the human labels).
 """
 
 from __future__ import annotations
@@ -59,9 +61,10 @@ def heatmap_loss(predicted: torch.Tensor, targets_hm: torch.Tensor, sigma: float
 
 
 def learning_rate(config: Config, stage: str, round_index: int, epoch: int) -> float:
-    """The learning rate of an epoch: cosine from lr to lr / 10 over round 0 and over the GHCU stage, lr / 10 in
-    the alignment rounds (they fine-tune on searched targets). A function of the epoch alone, so resuming is exact."""
-    if stage == "hourglass" and round_index > 0:
+    """The learning rate of an epoch: cosine from lr to lr / 10 over round 0's hourglass and GHCU stages, lr / 10
+    in the alignment rounds (they fine-tune on searched targets). A function of the epoch alone, so resuming is
+    exact."""
+    if round_index > 0:
         return config.lr / 10
     epochs = config.epochs if stage == "hourglass" else config.ghcu_epochs
     progress = epoch / max(epochs - 1, 1)
@@ -164,21 +167,26 @@ class _Distributed:
 
 
 def training_search_config(config: Config) -> SearchConfig:
-    """The rounds' search: the default search with one prior σ_p = 2 px at R = 64 (scaled with R) for all points."""
-    sigma = 2.0 * config.heatmap_size / 64
-    return SearchConfig(prior_sigma=sigma, contour_prior_sigma=sigma)
+    """The rounds' search: the audit's proposal (`SearchConfig.proposing`) for heatmaps of the config's side."""
+    return SearchConfig().proposing(config.heatmap_size)
 
 
 def search_targets(model: LandmarkModel, ds: Dataset, search_config: SearchConfig, *, device: torch.device,
-                   batch_size: int, shard: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, np.ndarray]:
-    """Searched targets (N, K, 2) in image pixels for this shard's faces (NaN elsewhere), and which faces (N,)."""
+                   batch_size: int, shard: tuple[int, int] = (0, 1), use_ghcu: bool = True,
+                   flip: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Searched targets (N, K, 2) in image pixels for this shard's faces (NaN elsewhere), and which faces (N,).
+
+    The search reads the GHCU's heatmaps (or the last stack's), averaged with the mirror image's with `flip`;
+    contour points get their tangent from the labels' own chain, as in the audit."""
     rank, world = shard
     index = np.arange(len(ds))[rank::world]
     out = np.full(ds.landmarks.shape, np.nan)
-    for batch in iterate_heatmaps(model, ds, indices=index, batch_size=batch_size, device=device):
+    for batch in iterate_heatmaps(model, ds, indices=index, batch_size=batch_size, device=device, flip=flip):
+        heatmaps = batch.ghcu_heatmaps if use_ghcu else batch.stack_heatmaps
         label_hm = apply_affine(batch.to_heatmap, ds.landmarks[batch.index])
-        labels = torch.from_numpy(label_hm).to(device=batch.stack_heatmaps.device, dtype=torch.float32)
-        result = search(batch.stack_heatmaps, labels, search_config, contour=ds.scheme.contour_mask)
+        labels = torch.from_numpy(label_hm).to(device=heatmaps.device, dtype=torch.float32)
+        tangents = torch.from_numpy(ds.scheme.contour_tangents(label_hm)).to(labels)
+        result = search(heatmaps, labels, search_config, contour=ds.scheme.contour_mask, tangents=tangents)
         searched = result.searched.double().cpu().numpy()
         searched = np.where(result.valid.cpu().numpy()[..., None], searched, label_hm)
         out[batch.index] = batch.to_image(searched)
@@ -223,7 +231,8 @@ def train(ds: Dataset, config: Config, out: str | Path, *, device: str | torch.d
     the training state (targets of every round, history).
 
     `align=False` trains every round on the human labels instead of searched targets (the control a
-    benchmark compares against); `on_round_end(round, model)` is called after each round's training.
+    benchmark compares against); `on_round_end(round, model)` is called after each round's training (its
+    hourglass, then its GHCU).
     """
     out, device = Path(out), torch.device(device)
     dd = _Distributed(device)
@@ -317,15 +326,17 @@ def _train(ds: Dataset, config: Config, out: Path, device: torch.device, resume:
 
     if not out.exists() or not resume:
         save()
+    with_ghcu = config.ghcu_epochs > 0  # without a GHCU the rounds search the last stack
     while state["stage"] != "done":
+        r = state["round"]
         if state["stage"] == "hourglass":
-            r = state["round"]
             if len(state["targets"]) <= r:
                 if r == 0 or not align:
                     targets = ds.landmarks
                 else:
                     found, owned = search_targets(model, ds, search_config, device=device,
-                                                  batch_size=config.batch_size * 2, shard=(dd.rank, dd.world))
+                                                  batch_size=config.batch_size * 2, shard=(dd.rank, dd.world),
+                                                  use_ghcu=with_ghcu, flip=config.flip)
                     targets = dd.gather_faces(found, owned)
                     shift = target_shift_px(targets, state["targets"][-1].numpy(), ds, config)
                     state["history"].append({"stage": "search", "round": r, "target_shift_px": shift})
@@ -334,25 +345,25 @@ def _train(ds: Dataset, config: Config, out: Path, device: torch.device, resume:
                 state["targets"].append(torch.from_numpy(np.asarray(targets, dtype=np.float32)))
                 save()
                 if align and r >= 1 and state["history"][-1]["target_shift_px"] < config.round_tolerance:
-                    state["stage"], state["epoch"] = "ghcu", 0
-                    save()
+                    state["stage"] = "done"  # the network is already trained on targets this close
                     continue
             epochs = config.epochs if r == 0 else config.round_epochs
             while state["epoch"] < epochs:
                 run_epoch("hourglass", state["targets"][r].double().numpy(), f"round {r}")
                 save()
-            state["round"], state["epoch"] = r + 1, 0
-            if on_round_end is not None:
-                on_round_end(r, model)
-            if state["round"] > config.rounds:
-                state["stage"] = "ghcu"
+            state["stage"], state["epoch"] = "ghcu", 0
             save()
         else:
-            while state["epoch"] < config.ghcu_epochs:
-                run_epoch("ghcu", state["targets"][-1].double().numpy(), "ghcu")
+            epochs = (config.ghcu_epochs if r == 0 else config.round_epochs) if with_ghcu else 0
+            while state["epoch"] < epochs:
+                run_epoch("ghcu", state["targets"][r].double().numpy(), f"round {r} ghcu")
                 save()
-            state["stage"] = "done"
-            state["rank_weight_hashes"] = dd.weight_hashes(model)
+            state["round"], state["epoch"] = r + 1, 0
+            state["stage"] = "done" if state["round"] > config.rounds else "hourglass"
+            if on_round_end is not None:
+                on_round_end(r, model)
             save()
+    state["rank_weight_hashes"] = dd.weight_hashes(model)
+    save()
     return model, state
 

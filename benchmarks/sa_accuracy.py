@@ -5,8 +5,9 @@
     python benchmarks/sa_accuracy.py --no-synthetic  # the LFPW table and the training speeds only
 
 Rows (synthetic test faces, never trained on):
-- baseline: the network after round 0 (human labels only), last-stack heatmaps;
-- control: the same network trained on the human labels for as many epochs as SA gets (a fair baseline);
+- baseline: the network after round 0 (human labels only), last-stack heatmaps, and its GHCU's output;
+- control: the same network trained on the human labels for as many epochs as SA gets (a fair baseline),
+  its hourglass and its GHCU fine-tuned on them round by round as SA's are on the searched targets;
 - SA: after the semantic-alignment rounds, last-stack heatmaps;
 - SA + GHCU: the GHCU output of the final model.
 Columns: NME vs truth and vs the human labels on the test faces, and the mean error vs truth of the
@@ -22,6 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +36,8 @@ from auditor.inference import predict
 from auditor.io import read_dataset
 from auditor.metrics import auc, failure_rate, nme
 from auditor.model import LandmarkModel, get_preset
-from auditor.search import SearchConfig
 from auditor.synth import generate
-from auditor.train import search_targets, train
+from auditor.train import search_targets, train, training_search_config
 
 LFPW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfpw"
 
@@ -68,9 +69,8 @@ def contour_target_ratio(targets: np.ndarray, human: Dataset, truth: Dataset,
 
 
 def trained_epochs(history: list[dict]) -> tuple[int, int]:
-    """(round 0 epochs, GHCU epochs) a checkpoint's history records as trained."""
-    round_0 = sum(h["stage"] == "hourglass" and h["round"] == 0 for h in history)
-    return round_0, sum(h["stage"] == "ghcu" for h in history)
+    """(round 0 epochs, round 0's GHCU epochs) a checkpoint's history records as trained."""
+    return tuple(sum(h["stage"] == stage and h["round"] == 0 for h in history) for stage in ("hourglass", "ghcu"))
 
 
 def preset_speed(name: str, num_points: int, steps: int) -> float:
@@ -105,9 +105,10 @@ def synthetic(args: argparse.Namespace, work: Path) -> dict[str, float]:
     def sa_hook(r: int, model: LandmarkModel) -> None:
         if r == 0:
             preds["baseline"] = predict(model, test_human, use_ghcu=False)
+            preds["baseline + GHCU"] = predict(model, test_human, use_ghcu=True)
             for name in ("chi2", "ncc"):
-                found, _ = search_targets(model, human, SearchConfig(similarity=name), device=torch.device("cpu"),
-                                          batch_size=32)
+                found, _ = search_targets(model, human, replace(training_search_config(config), similarity=name),
+                                          device=torch.device("cpu"), batch_size=32)
                 crisp = ~human.scheme.contour_mask
                 err = np.linalg.norm(found - truth.landmarks, axis=-1)
                 err_h = np.linalg.norm(human.landmarks - truth.landmarks, axis=-1)
@@ -121,6 +122,7 @@ def synthetic(args: argparse.Namespace, work: Path) -> dict[str, float]:
     def control_hook(r: int, model: LandmarkModel) -> None:
         if r == config.rounds:
             preds["control"] = predict(model, test_human, use_ghcu=False)
+            preds["control + GHCU"] = predict(model, test_human, use_ghcu=True)
             raise _Stop
 
     start = time.perf_counter()
@@ -135,12 +137,14 @@ def synthetic(args: argparse.Namespace, work: Path) -> dict[str, float]:
         pass
     final = state["targets"][-1].double().numpy()
     ratio, ratio_clean = contour_target_ratio(final, human, truth), contour_target_ratio(final, human, truth, clean)
-    rows = [("baseline", "baseline (round 0)", (1.0, 1.0)),
+    rows = [("baseline", "baseline (round 0)", (1.0, 1.0)), ("baseline + GHCU", "baseline + GHCU", (1.0, 1.0)),
             ("control", "control (human labels, same epochs)", (1.0, 1.0)),
+            ("control + GHCU", "control + GHCU", (1.0, 1.0)),
             ("SA", "SA", (ratio, ratio_clean)), ("SA + GHCU", "SA + GHCU", (ratio, ratio_clean))]
     round_0, ghcu = trained_epochs(state["history"])
     print(f"\n### Synthetic: {args.train} train / {args.test} test faces, preset {config.name}, "
-          f"{round_0} + {config.rounds} x {config.round_epochs} epochs, GHCU {ghcu}; "
+          f"{round_0} + {config.rounds} x {config.round_epochs} epochs, GHCU {ghcu} + {config.rounds} x "
+          f"{config.round_epochs}; "
           f"SA training took {sa_minutes:.1f} min\n")
     print("| model | NME vs truth (test) | NME vs human (test) | contour target error / human's (train): all points "
           "| without a planted error |")
@@ -155,8 +159,8 @@ def synthetic(args: argparse.Namespace, work: Path) -> dict[str, float]:
     per_round = [contour_target_ratio(t.double().numpy(), human, truth, clean) for t in state["targets"][1:]]
     print(f"contour target error / human's per round, without a planted error: "
           f"{', '.join(f'{r:.3f}' for r in per_round)}")
-    print("\nSearch similarity, one search with the round-0 model over the training faces (error vs truth of the "
-          "searched positions over that of the human labels):\n")
+    print("\nSearch similarity, round 1's search (the round-0 model's GHCU, flip) of the training faces (error vs "
+          "truth of the searched positions over that of the human labels):\n")
     print("| similarity | contour points | contour points without a planted error | crisp points |")
     print("|---|---|---|---|")
     for name, (contour, contour_clean, crisp) in similarity.items():
@@ -166,6 +170,8 @@ def synthetic(args: argparse.Namespace, work: Path) -> dict[str, float]:
             "baseline_nme": nme_truth["baseline"], "control_nme": nme_truth["control"], "sa_nme": nme_truth["SA"],
             "sa_ghcu_nme": nme_truth["SA + GHCU"], "ghcu_vs_baseline": nme_truth["SA + GHCU"] / nme_truth["baseline"],
             "ghcu_vs_control": nme_truth["SA + GHCU"] / nme_truth["control"],
+            "control_ghcu_nme": nme_truth["control + GHCU"],
+            "ghcu_vs_control_ghcu": nme_truth["SA + GHCU"] / nme_truth["control + GHCU"],
             "contour_target_ratio": ratio, "contour_target_ratio_clean": ratio_clean,
             "train_img_per_s": float(np.median(rates)), "sa_minutes": sa_minutes}
 

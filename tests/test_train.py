@@ -10,8 +10,9 @@ from auditor.checkpoint import load_checkpoint
 from auditor.heatmaps import decode, encode
 from auditor.io import read_dataset
 from auditor.model import get_preset
+from auditor.search import SearchConfig
 from auditor.synth import generate
-from auditor.train import heatmap_loss, learning_rate, perturb_heatmaps, train, training_search_config
+from auditor.train import heatmap_loss, learning_rate, perturb_heatmaps, search_targets, train, training_search_config
 
 TINY = dict(epochs=1, rounds=2, round_epochs=1, ghcu_epochs=1, batch_size=4, round_tolerance=0.0)
 
@@ -50,7 +51,9 @@ def test_learning_rate_schedule():
     assert round0[0] == pytest.approx(c.lr) and round0[-1] == pytest.approx(c.lr / 10)
     assert all(a >= b for a, b in zip(round0[:-1], round0[1:], strict=True))
     assert learning_rate(c, "hourglass", 1, 0) == learning_rate(c, "hourglass", 2, 5) == pytest.approx(c.lr / 10)
-    assert learning_rate(c, "ghcu", 3, 0) == pytest.approx(c.lr)
+    ghcu = [learning_rate(c, "ghcu", 0, e) for e in range(c.ghcu_epochs)]
+    assert ghcu[0] == pytest.approx(c.lr) and ghcu[-1] == pytest.approx(c.lr / 10)
+    assert learning_rate(c, "ghcu", 1, 0) == learning_rate(c, "ghcu", 2, 5) == pytest.approx(c.lr / 10)
 
 
 def test_perturb_drops_and_shifts():
@@ -76,7 +79,7 @@ def test_train_tiny_end_to_end(faces, tmp_path):
     assert (np.linalg.norm(searched - ds.landmarks, axis=-1) <= (4 * np.sqrt(2) + 1) * sides[:, None] / 32).all()
     payload = load_checkpoint(tmp_path / "m.pt")
     assert payload["state"]["stage"] == "done" and len(payload["state"]["rank_weight_hashes"]) == 1
-    assert [h["stage"] for h in payload["state"]["history"]].count("ghcu") == 1
+    assert [h["round"] for h in payload["state"]["history"] if h["stage"] == "ghcu"] == [0, 1, 2]
 
 
 def test_interrupted_training_resumes_exactly(faces, tmp_path):
@@ -115,7 +118,7 @@ def test_a_small_dataset_trains_round_0_and_the_ghcu_until_each_has_seen_min_ima
     assert "round 0: 3 epochs, GHCU: 3 (preset: 1, 1)" in messages[0]
     _, state = train(ds, config, tmp_path / "m.pt", resume=True, progress=False, log=lambda _: None)
     assert [h["round"] for h in state["history"] if h["stage"] == "hourglass"] == [0, 0, 0, 1, 2]
-    assert sum(h["stage"] == "ghcu" for h in state["history"]) == 3
+    assert [h["round"] for h in state["history"] if h["stage"] == "ghcu"] == [0, 0, 0, 1, 2]
     saved = load_checkpoint(tmp_path / "m.pt")["config"]
     assert (saved["epochs"], saved["ghcu_epochs"], saved["min_images"]) == (3, 3, 20)
 
@@ -162,7 +165,36 @@ def test_two_gloo_processes_hold_the_same_weights(faces, tmp_path):
     assert np.isfinite(state["targets"][-1].numpy()).all()  # every face's target gathered from its shard
 
 
-def test_rounds_search_with_one_label_trusting_prior_for_every_point():
-    for preset, sigma in (("cpu", 2.0), ("tiny", 1.0)):  # 2 px at R = 64, scaled with R
+def test_rounds_search_with_the_audits_proposal_prior():
+    for preset, scale in (("cpu", 1.0), ("tiny", 0.5)):  # lengths at R = 64, scaled with R
         config = training_search_config(get_preset(preset))
-        assert config.prior_sigma_px(64) == config.prior_sigma_px(64, contour=True) == sigma
+        assert config == SearchConfig().proposing(get_preset(preset).heatmap_size)
+        size = get_preset(preset).heatmap_size
+        assert config.prior_sigma_px(size) == pytest.approx(1.0 * scale)
+        assert config.contour_sigmas_px(size) == pytest.approx((6.0 * scale, 1.5 * scale))
+
+
+@pytest.mark.parametrize("ghcu_epochs", [1, 0])
+def test_a_round_searches_the_flip_averaged_ghcu_heatmaps_of_the_model_it_follows(faces, tmp_path, ghcu_epochs):
+    """Round 1's targets are the search of the model after round 0 (hourglass and GHCU), in the GHCU's heatmaps
+    averaged with the mirror image's; without a GHCU, in the last stack's."""
+    ds = read_dataset(faces)
+    config = get_preset("tiny", **dict(TINY, rounds=1, ghcu_epochs=ghcu_epochs))
+    expected = {}
+
+    def search_after_round_0(r, model):
+        if r == 0:
+            expected["ghcu"] = search_targets(model, ds, training_search_config(config), device=torch.device("cpu"),
+                                              batch_size=8, use_ghcu=True)[0]
+            expected["stack"] = search_targets(model, ds, training_search_config(config),
+                                               device=torch.device("cpu"), batch_size=8, use_ghcu=False)[0]
+            expected["no flip"] = search_targets(model, ds, training_search_config(config),
+                                                 device=torch.device("cpu"), batch_size=8, flip=False)[0]
+
+    _, state = train(ds, config, tmp_path / "m.pt", on_round_end=search_after_round_0, progress=False,
+                     log=lambda _: None)
+    got = state["targets"][1].double().numpy()
+    source = "ghcu" if ghcu_epochs else "stack"
+    np.testing.assert_allclose(got, expected[source], atol=1e-3)
+    for other in {"ghcu", "stack", "no flip"} - {source}:
+        assert np.abs(got - expected[other]).max() > 1e-2, other

@@ -29,9 +29,9 @@ class Config:
     epochs: int = 30  # round 0, on the human labels
     min_images: int = 18_000  # round 0 and the GHCU each see at least this many crops (for_dataset)
     rounds: int = 2  # semantic-alignment rounds after round 0
-    round_epochs: int = 6  # epochs of training on each round's searched targets
+    round_epochs: int = 6  # epochs of the hourglass, then of the GHCU, on each round's searched targets
     round_tolerance: float = 0.05  # stop early when targets move less than this (mean, heatmap px)
-    ghcu_epochs: int = 30  # 10 left the cpu preset's GHCU far from converged (benchmarks/README.md, SA section)
+    ghcu_epochs: int = 30  # round 0's GHCU; 10 left the cpu preset's far from converged (benchmarks/README.md)
     ghcu_drop: float = 0.15  # fraction of input heatmaps zeroed while training the GHCU
     ghcu_shift: float = 0.15  # fraction of input heatmaps displaced while training the GHCU
     # augmentation
@@ -56,7 +56,7 @@ class Config:
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}", field=name)
 
     def for_dataset(self, num_faces: int) -> Config:
-        """This config with round 0's and the GHCU stage's epochs each raised to ceil(min_images / num_faces)
+        """This config with round 0's hourglass and GHCU epochs each raised to ceil(min_images / num_faces)
         where that is more.
 
         The `cpu` schedule (30 epochs) was set on 600 synthetic faces; on 160 LFPW photographs it is 300 steps,
