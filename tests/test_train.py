@@ -82,6 +82,16 @@ def test_train_tiny_end_to_end(faces, tmp_path):
     assert [h["round"] for h in payload["state"]["history"] if h["stage"] == "ghcu"] == [0, 1, 2]
 
 
+def test_rounds_stop_once_the_targets_settle(faces, tmp_path):
+    """Targets that move less than round_tolerance end training: that round is searched, not trained on."""
+    ds = read_dataset(faces)
+    config = get_preset("tiny", **dict(TINY, round_tolerance=1e9))
+    _, state = train(ds, config, tmp_path / "m.pt", progress=False, log=lambda _: None)
+    assert state["stage"] == "done" and len(state["targets"]) == 2
+    assert [(h["stage"], h["round"]) for h in state["history"]] == [("hourglass", 0), ("ghcu", 0), ("search", 1)]
+    assert load_checkpoint(tmp_path / "m.pt")["state"]["stage"] == "done"
+
+
 def test_interrupted_training_resumes_exactly(faces, tmp_path):
     ds = read_dataset(faces)
     config = get_preset("tiny", **TINY)
