@@ -324,6 +324,11 @@ def _train(ds: Dataset, config: Config, out: Path, device: torch.device, resume:
         if dd.main:
             log(f"{label} epoch {entry['epoch']}: loss {entry['loss']:.5f}, {entry['images_per_s']:.1f} img/s")
 
+    def finish() -> None:
+        state["stage"] = "done"
+        state["rank_weight_hashes"] = dd.weight_hashes(model)
+        save()
+
     if not out.exists() or not resume:
         save()
     with_ghcu = config.ghcu_epochs > 0  # without a GHCU the rounds search the last stack
@@ -345,7 +350,7 @@ def _train(ds: Dataset, config: Config, out: Path, device: torch.device, resume:
                 state["targets"].append(torch.from_numpy(np.asarray(targets, dtype=np.float32)))
                 save()
                 if align and r >= 1 and state["history"][-1]["target_shift_px"] < config.round_tolerance:
-                    state["stage"] = "done"  # the network is already trained on targets this close
+                    finish()  # the network is already trained on targets this close
                     continue
             epochs = config.epochs if r == 0 else config.round_epochs
             while state["epoch"] < epochs:
@@ -359,11 +364,12 @@ def _train(ds: Dataset, config: Config, out: Path, device: torch.device, resume:
                 run_epoch("ghcu", state["targets"][r].double().numpy(), f"round {r} ghcu")
                 save()
             state["round"], state["epoch"] = r + 1, 0
-            state["stage"] = "done" if state["round"] > config.rounds else "hourglass"
             if on_round_end is not None:
                 on_round_end(r, model)
-            save()
-    state["rank_weight_hashes"] = dd.weight_hashes(model)
-    save()
+            if state["round"] > config.rounds:
+                finish()
+            else:
+                state["stage"] = "hourglass"
+                save()
     return model, state
 
