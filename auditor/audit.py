@@ -14,6 +14,7 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,8 +32,9 @@ from auditor.dataset import Dataset
 from auditor.errors import InputError
 from auditor.geometry import apply_affine
 from auditor.heatmaps import decode, refine_peaks, smooth
-from auditor.inference import iterate_heatmaps
+from auditor.inference import Batch, iterate_heatmaps
 from auditor.io import relative_image_path
+from auditor.model import LandmarkModel
 from auditor.schemes import LandmarkScheme, scheme_from_json
 from auditor.scoring import ScoringConfig, score_points
 from auditor.search import SearchConfig, clamped_patches, search
@@ -132,12 +134,12 @@ class _NpyWriter:
             raise RuntimeError(f"{self.file.name}: wrote {self.rows} of {self.shape[0]} rows")
 
 
-def _measure(batch, landmarks: np.ndarray, search_config: SearchConfig, side: int,
+def _measure(heat: torch.Tensor, batch: Batch, landmarks: np.ndarray, search_config: SearchConfig, side: int | None,
              scheme: LandmarkScheme) -> dict[str, np.ndarray]:
-    """Everything the audit keeps of one batch: positions (B, K, 2) in image px, measures (B, K), windows; the
-    scheme's contour points get their own search prior, elongated along the labels' own contour, and a second
-    search with the proposal's tighter prior proposes their position (`SearchConfig.proposing`)."""
-    heat = batch.ghcu_heatmaps
+    """Everything the audit keeps of one batch's heatmaps (B, K, R, R): positions (B, K, 2) in image px, measures
+    (B, K), and with a window `side` the windows (B, K, side, side) for the heatmap store; the scheme's contour
+    points get their own search prior, elongated along the labels' own contour, and a second search with the
+    proposal's tighter prior proposes their position (`SearchConfig.proposing`)."""
     label_hm = apply_affine(batch.to_heatmap, landmarks)
     human_hm = torch.from_numpy(label_hm).to(heat)
     tangents = torch.from_numpy(scheme.contour_tangents(label_hm)).to(heat)
@@ -150,11 +152,9 @@ def _measure(batch, landmarks: np.ndarray, search_config: SearchConfig, side: in
     gain = found.score - (found.log_likelihood_at_label + found.log_prior_at_label)
     # an empty patch at the label (no heatmap mass there at all) is the strongest verdict the heatmap gives
     gain = torch.where(found.valid & torch.isnan(gain), torch.full_like(gain, 1e3), gain)
-    centre = torch.where(torch.isfinite(human_hm).all(-1, keepdim=True), human_hm, pred_hm)
     mode, mode_peak = _local_mode(heat, human_hm, search_config.window_half_width(heat.shape[-1]),
                                   search_config.sigma, smoothed)
-    windows, _ = clamped_patches(heat, centre, side)
-    origins = torch.floor(centre + 0.5) - side // 2
+
     def image_px(result) -> np.ndarray:
         valid = result.valid[..., None].cpu().numpy()
         return batch.to_image(np.where(valid, result.searched.double().cpu().numpy(), np.nan))
@@ -166,9 +166,22 @@ def _measure(batch, landmarks: np.ndarray, search_config: SearchConfig, side: in
         "peak": stats.peak, "anisotropy": stats.anisotropy, "angle": stats.angle,
         "gaussianity_human": stats.gaussian_likeness, "gaussianity_searched": torch.exp(-found.distance_searched),
         "flat_hat": stats.flat_hat_index, "confidence": confidence, "search_gain": gain,
-        "windows": windows.to(torch.float16), "origins": origins,
     }
+    if side is not None:
+        centre = torch.where(torch.isfinite(human_hm).all(-1, keepdim=True), human_hm, pred_hm)
+        windows, _ = clamped_patches(heat, centre, side)
+        out.update(windows=windows.to(torch.float16), origins=torch.floor(centre + 0.5) - side // 2)
     return {key: v.cpu().numpy() if isinstance(v, torch.Tensor) else v for key, v in out.items()}
+
+
+def _measured_batches(model: LandmarkModel, ds: Dataset, faces: np.ndarray, search_config: SearchConfig,
+                      side: int | None, *, device: str | torch.device, batch_size: int, flip: bool,
+                      use_ghcu: bool = True) -> Iterator[tuple[Batch, dict[str, np.ndarray]]]:
+    """Each batch of the model's output over `faces`, with its measures (`_measure`) of the GHCU's heatmaps (or the
+    last stack's)."""
+    for batch in iterate_heatmaps(model, ds, indices=faces, batch_size=batch_size, device=device, flip=flip):
+        heat = batch.ghcu_heatmaps if use_ghcu else batch.stack_heatmaps
+        yield batch, _measure(heat, batch, ds.landmarks[batch.index], search_config, side, ds.scheme)
 
 
 def _local_mode(heat: torch.Tensor, xy_hm: torch.Tensor, half: int, sigma: float,
@@ -226,6 +239,31 @@ def _tables(ds: Dataset, faces: np.ndarray, parts: dict[str, np.ndarray]) -> tup
             "nme_pred": np.nanmean(to_pred, axis=1),
         })
     return points, images
+
+
+def audit_tables(model: LandmarkModel, ds: Dataset, *, search_config: SearchConfig | None = None,
+                 scoring: ScoringConfig | None = None, device: str | torch.device = "cpu", batch_size: int = 32,
+                 flip: bool = True, use_ghcu: bool = True, shard: tuple[int, int] = (0, 1),
+                 gather: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The scored points (N·K rows) and images (N rows) tables of every face of `ds`, in memory: an audit without
+    its heatmap store (training's rounds read their targets from it).
+
+    `use_ghcu=False` reads the last stack's heatmaps. Under `shard` = (rank, world) this process measures every
+    world-th face, and `gather` must combine the processes' (N, ...) arrays, each NaN on the faces it did not
+    measure, so that every process scores the same whole tables.
+    """
+    search_config, scoring = search_config or SearchConfig(), scoring or ScoringConfig()
+    rank, world = shard
+    owned = np.arange(len(ds))[rank::world]
+    measures: dict[str, np.ndarray] = {}
+    for batch, measured in _measured_batches(model, ds, owned, search_config, None, device=device,
+                                             batch_size=batch_size, flip=flip, use_ghcu=use_ghcu):
+        for key, value in measured.items():
+            measures.setdefault(key, np.full((len(ds), *value.shape[1:]), np.nan))[batch.index] = value
+    if gather is not None:
+        measures = {key: gather(value) for key, value in sorted(measures.items())}  # the same order on every rank
+    points, images = _tables(ds, np.arange(len(ds)), measures)
+    return score_points(points, images, ds.scheme, scoring)
 
 
 def _check_replaceable(out: Path) -> None:
@@ -302,9 +340,8 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
               _NpyWriter(store / "origins.npy", np.int16, (len(faces), k, 2)) as origins,
               _NpyWriter(store / "to_heatmap.npy", np.float64, (len(faces), 3, 3)) as affines):
             try:
-                for batch in iterate_heatmaps(model, ds, indices=faces, batch_size=batch_size, device=torch_device,
-                                              flip=flip):
-                    measured = _measure(batch, ds.landmarks[batch.index], search_config, side, ds.scheme)
+                for batch, measured in _measured_batches(model, ds, faces, search_config, side, device=torch_device,
+                                                         batch_size=batch_size, flip=flip):
                     windows.append(measured.pop("windows"))
                     origins.append(measured.pop("origins"))
                     affines.append(batch.to_heatmap)

@@ -76,7 +76,7 @@ class SearchConfig:
       the labels' error, contour / crisp points, 0.71 / 1.06 with one σ_p = 2 for all points (the earlier
       default), 0.61 / 0.89 with 1 and 4 (contour: 0.79 at 1.5, 0.62 at 3, 0.63 at 5, 0.65 at 6; crisp:
       0.93 at 1.5). chi2 at σ_p = 2 still puts a label 2.5 px off a ridge onto it. Training's rounds
-      search with the proposal's prior below (`auditor.train.training_search_config`: why there).
+      take the audit's proposals, searched with the proposal's prior below (`auditor.train.round_targets`).
     - `contour_along_sigma` 5 and `contour_across_sigma` 2.5: where the caller gives each contour point's
       tangent (the audit does, from the labels' chain), its prior is that elongated Gaussian instead of
       `contour_prior_sigma`'s round one: a label slides along its contour, not across. Chosen on the same

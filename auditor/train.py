@@ -1,19 +1,20 @@
 """Semantic-alignment training: round 0 on the human labels, then rounds of search -> train; a GHCU after each.
 
 Round 0 trains the hourglass on the human labels o, then the GHCU on its last stack. Round r >= 1 fixes
-the network, searches targets y^r around o (window and prior always centred on o, DESIGN.md section 2)
+the network, finds targets y^r around o (window and prior always centred on o, DESIGN.md section 2)
 in the GHCU's flip-averaged heatmaps, then fine-tunes the hourglass and the GHCU on y^r. Every round's
 targets are kept in the checkpoint: they are the audit trail. A checkpoint is written after every
 epoch, so an interrupted run resumes from the last finished epoch and ends with the same weights.
 Under `torchrun` the same code trains with DistributedDataParallel and shards the search.
 
-The rounds search like the audit proposes (`training_search_config`): 1 px on crisp points, on contour
-points a prior elongated along the labels' own chain (6 px along, 1.5 across at R = 64), in the GHCU's
-heatmaps averaged with the mirror image's. In the SA benchmark (benchmarks/README.md) that puts the final
-targets of clean contour labels at 0.478 x the labels' error vs truth, against 0.776 x when the rounds
-searched the last stack, without flip, with one round σ_p = 2 px and the GHCU came after them. The
-trained model did not gain from it (SA + GHCU 0.0186 NME vs truth against 0.0183, and 0.0167 for the
-control that trains as long on the human labels).
+A round's targets are what the audit proposes for the training faces (`round_targets`): the position
+searched with the proposal's prior (1 px on crisp points; on contour points 6 px along the labels' own
+chain, 1.5 across), except for the labels the audit flags as gross errors, off-contour or swapped sides,
+whose target is the model's own position. The search alone, held near the label by its prior, moves a
+sliding contour label toward the truth but cannot reach a plainly wrong one. In the SA benchmark
+(benchmarks/README.md) the searched targets of contour labels were 0.78 x the labels' error vs truth over
+all contour points (0.48 x over those without a planted error), and `round_targets = "searched"` keeps
+that behaviour.
 """
 
 from __future__ import annotations
@@ -33,15 +34,15 @@ import torch.distributed as dist
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from auditor.audit import audit_tables
+from auditor.audit_dir import PREDICTED_ISSUES, proposals
 from auditor.augment import FaceCrops, face_squares
 from auditor.checkpoint import dataset_fingerprint, load_checkpoint, save_checkpoint
 from auditor.dataset import Dataset
 from auditor.errors import InputError
-from auditor.geometry import apply_affine
 from auditor.heatmaps import encode
-from auditor.inference import iterate_heatmaps
 from auditor.model import Config, LandmarkModel
-from auditor.search import SearchConfig, search
+from auditor.search import SearchConfig
 
 
 def heatmap_loss(predicted: torch.Tensor, targets_hm: torch.Tensor, sigma: float,
@@ -112,12 +113,14 @@ class _Distributed:
             return module
         return torch.nn.parallel.DistributedDataParallel(module)
 
-    def gather_faces(self, values: np.ndarray, owned: np.ndarray) -> np.ndarray:
-        """Combine (N, K, 2) arrays where each rank filled only the faces it `owned` (N,)."""
+    def gather_faces(self, values: np.ndarray) -> np.ndarray:
+        """Combine (N, ...) arrays where each rank filled only its shard of the faces (every world-th from its
+        rank)."""
         if self.world == 1:
             return values
-        t = torch.from_numpy(np.where(owned[:, None, None], np.nan_to_num(values), 0.0))
-        nan = torch.from_numpy((owned[:, None, None] & np.isnan(values)).astype(np.float64))
+        owned = (np.arange(len(values)) % self.world == self.rank).reshape(-1, *[1] * (values.ndim - 1))
+        t = torch.from_numpy(np.where(owned, np.nan_to_num(values), 0.0).astype(np.float64))
+        nan = torch.from_numpy((owned & np.isnan(values)).astype(np.float64))
         dist.all_reduce(t)
         dist.all_reduce(nan)
         return np.where(nan.numpy() > 0, np.nan, t.numpy())
@@ -166,33 +169,34 @@ class _Distributed:
             dist.destroy_process_group()
 
 
-def training_search_config(config: Config) -> SearchConfig:
-    """The rounds' search: the audit's proposal (`SearchConfig.proposing`) for heatmaps of the config's side."""
-    return SearchConfig().proposing(config.heatmap_size)
+def round_targets(model: LandmarkModel, ds: Dataset, config: Config, search_config: SearchConfig, *,
+                  device: torch.device, batch_size: int, shard: tuple[int, int] = (0, 1),
+                  gather: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, dict[str, int]]:
+    """A round's targets (N, K, 2) in image pixels (NaN where the label is missing), and how many points were
+    flagged as label issues and took the model's position instead of the search's.
 
-
-def search_targets(model: LandmarkModel, ds: Dataset, search_config: SearchConfig, *, device: torch.device,
-                   batch_size: int, shard: tuple[int, int] = (0, 1), use_ghcu: bool = True,
-                   flip: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Searched targets (N, K, 2) in image pixels for this shard's faces (NaN elsewhere), and which faces (N,).
-
-    The search reads the GHCU's heatmaps (or the last stack's), averaged with the mirror image's with `flip`;
-    contour points get their tangent from the labels' own chain, as in the audit."""
-    rank, world = shard
-    index = np.arange(len(ds))[rank::world]
-    out = np.full(ds.landmarks.shape, np.nan)
-    for batch in iterate_heatmaps(model, ds, indices=index, batch_size=batch_size, device=device, flip=flip):
-        heatmaps = batch.ghcu_heatmaps if use_ghcu else batch.stack_heatmaps
-        label_hm = apply_affine(batch.to_heatmap, ds.landmarks[batch.index])
-        labels = torch.from_numpy(label_hm).to(device=heatmaps.device, dtype=torch.float32)
-        tangents = torch.from_numpy(ds.scheme.contour_tangents(label_hm)).to(labels)
-        result = search(heatmaps, labels, search_config, contour=ds.scheme.contour_mask, tangents=tangents)
-        searched = result.searched.double().cpu().numpy()
-        searched = np.where(result.valid.cpu().numpy()[..., None], searched, label_hm)
-        out[batch.index] = batch.to_image(searched)
-    owned = np.zeros(len(ds), dtype=bool)
-    owned[index] = True
-    return out, owned
+    The training faces are audited with the model as it stands (`auditor.audit.audit_tables`: the GHCU's
+    heatmaps, or the last stack's without a GHCU, averaged with the mirror image's with `config.flip`), and
+    the targets are what the audit proposes (`auditor.audit_dir.proposals`): the position searched with the
+    proposal's prior (1 px on crisp points; on contour points 6 px along the labels' own contour, 1.5 across),
+    and for gross errors, off-contour labels and swapped sides the model's own position, which the search,
+    held near the label by its prior, cannot reach. With `config.round_targets == "searched"` every point
+    takes the searched position (the paper's search alone). A label whose window holds no valid search stays.
+    """
+    points, _ = audit_tables(model, ds, search_config=search_config, device=device, batch_size=batch_size,
+                             flip=config.flip, use_ghcu=config.ghcu_epochs > 0, shard=shard, gather=gather)
+    human = points[["x_human", "y_human"]].to_numpy(float)
+    searched = points[["x_searched", "y_searched"]].to_numpy(float)
+    x, y, _ = proposals(points)
+    # only a flagged label takes the model's position; where the search found nothing valid, the label stays
+    to_model = points["issue_type"].isin(PREDICTED_ISSUES).to_numpy() & (config.round_targets == "proposed")
+    targets = np.where(to_model[:, None], np.stack([x, y], -1),
+                       np.where(np.isfinite(searched).all(-1, keepdims=True), searched, human))
+    labelled = np.isfinite(human).all(-1)
+    targets = np.where(labelled[:, None], targets, np.nan).reshape(ds.landmarks.shape)
+    counts = {"label_issues": int(points["is_label_issue"].sum()),
+              "predicted_targets": int((to_model & labelled).sum())}
+    return targets, counts
 
 
 def target_shift_px(new: np.ndarray, old: np.ndarray, ds: Dataset, config: Config) -> float:
@@ -267,7 +271,7 @@ def _train(ds: Dataset, config: Config, out: Path, device: torch.device, resume:
                 f"these {len(ds)} faces")
         config = sized
         model = LandmarkModel(ds.num_points, config)
-    search_config = search_config or training_search_config(config)
+    search_config = search_config or SearchConfig()
     model.to(device)
     optimiser = torch.optim.Adam(model.hourglass.parameters(), lr=config.lr)
     ghcu_optimiser = torch.optim.Adam(model.ghcu.parameters(), lr=config.lr)
@@ -331,7 +335,7 @@ def _train(ds: Dataset, config: Config, out: Path, device: torch.device, resume:
 
     if not out.exists() or not resume:
         save()
-    with_ghcu = config.ghcu_epochs > 0  # without a GHCU the rounds search the last stack
+    with_ghcu = config.ghcu_epochs > 0  # without a GHCU the rounds audit the last stack
     while state["stage"] != "done":
         r = state["round"]
         if state["stage"] == "hourglass":
@@ -339,14 +343,14 @@ def _train(ds: Dataset, config: Config, out: Path, device: torch.device, resume:
                 if r == 0 or not align:
                     targets = ds.landmarks
                 else:
-                    found, owned = search_targets(model, ds, search_config, device=device,
-                                                  batch_size=config.batch_size * 2, shard=(dd.rank, dd.world),
-                                                  use_ghcu=with_ghcu, flip=config.flip)
-                    targets = dd.gather_faces(found, owned)
+                    targets, counts = round_targets(model, ds, config, search_config, device=device,
+                                                    batch_size=config.batch_size * 2, shard=(dd.rank, dd.world),
+                                                    gather=dd.gather_faces)
                     shift = target_shift_px(targets, state["targets"][-1].numpy(), ds, config)
-                    state["history"].append({"stage": "search", "round": r, "target_shift_px": shift})
+                    state["history"].append({"stage": "search", "round": r, "target_shift_px": shift, **counts})
                     if dd.main:
-                        log(f"round {r}: searched targets moved {shift:.3f} heatmap px on average")
+                        log(f"round {r}: targets moved {shift:.3f} heatmap px on average; {counts['label_issues']} "
+                            f"label issues, {counts['predicted_targets']} targets from the model's position")
                 state["targets"].append(torch.from_numpy(np.asarray(targets, dtype=np.float32)))
                 save()
                 if align and r >= 1 and state["history"][-1]["target_shift_px"] < config.round_tolerance:

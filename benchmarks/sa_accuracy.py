@@ -36,8 +36,9 @@ from auditor.inference import predict
 from auditor.io import read_dataset
 from auditor.metrics import auc, failure_rate, nme
 from auditor.model import LandmarkModel, get_preset
+from auditor.search import SearchConfig
 from auditor.synth import generate
-from auditor.train import search_targets, train, training_search_config
+from auditor.train import round_targets, train
 
 LFPW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfpw"
 
@@ -107,8 +108,8 @@ def synthetic(args: argparse.Namespace, work: Path) -> dict[str, float]:
             preds["baseline"] = predict(model, test_human, use_ghcu=False)
             preds["baseline + GHCU"] = predict(model, test_human, use_ghcu=True)
             for name in ("chi2", "ncc"):
-                found, _ = search_targets(model, human, replace(training_search_config(config), similarity=name),
-                                          device=torch.device("cpu"), batch_size=32)
+                found, _ = round_targets(model, human, replace(config, round_targets="searched"),
+                                         SearchConfig(similarity=name), device=torch.device("cpu"), batch_size=32)
                 crisp = ~human.scheme.contour_mask
                 err = np.linalg.norm(found - truth.landmarks, axis=-1)
                 err_h = np.linalg.norm(human.landmarks - truth.landmarks, axis=-1)

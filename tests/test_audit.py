@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from auditor import audit as audit_module
-from auditor.audit import merge_audits, parse_shard, run_audit, shard_range
+from auditor.audit import audit_tables, merge_audits, parse_shard, run_audit, shard_range
 from auditor.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from auditor.errors import InputError
 from auditor.geometry import apply_affine
@@ -64,6 +64,27 @@ def test_audit_directory_has_every_column_and_a_consistent_store(setup):
     side = manifest["heatmaps"]["window"]
     assert windows.shape == (7, 68, side, side) and windows.dtype == np.float16 and side == 9  # R = 32: h = 4
     assert manifest["heatmaps"]["bytes_per_face"] == windows[0].nbytes and manifest["heatmaps"]["flip_averaged"]
+
+
+def test_audit_tables_in_memory_are_the_written_audit_also_when_sharded_and_gathered(setup):
+    root, ds, whole = setup
+    model, _ = model_from_checkpoint(load_checkpoint(root / "m.pt"))
+    written = pd.read_parquet(whole / "points.parquet")
+    points, images = audit_tables(model, ds, batch_size=3)
+    pd.testing.assert_frame_equal(points, written, check_dtype=False)
+    pd.testing.assert_frame_equal(images, pd.read_parquet(whole / "images.parquet"), check_dtype=False)
+    other = []  # process 1 of 2 measures the odd faces; process 0 gathers them in the same order
+
+    def keep(values):
+        other.append(values)
+        return values
+
+    audit_tables(model, ds, batch_size=2, shard=(1, 2), gather=keep)
+    assert all(np.isnan(v[0::2]).all() and not np.isnan(v[1::2]).all() for v in other)
+    pending = iter(other)
+    sharded, _ = audit_tables(model, ds, batch_size=2, shard=(0, 2),
+                              gather=lambda values: np.where(np.isnan(values), next(pending), values))
+    pd.testing.assert_frame_equal(sharded, written, check_dtype=False, atol=1e-4)  # other batches: float noise
 
 
 def test_store_holds_the_ghcu_heatmap_around_each_label(setup):

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from auditor.errors import InputError
 
+ROUND_TARGETS = ("proposed", "searched")
+
 
 @dataclass(frozen=True)
 class Config:
@@ -31,6 +33,7 @@ class Config:
     rounds: int = 2  # semantic-alignment rounds after round 0
     round_epochs: int = 6  # epochs of the hourglass, then of the GHCU, on each round's searched targets
     round_tolerance: float = 0.05  # stop early when targets move less than this (mean, heatmap px)
+    round_targets: str = "proposed"  # a round's targets: the audit's proposals, or "searched" (the search alone)
     ghcu_epochs: int = 30  # round 0's GHCU; 10 left the cpu preset's far from converged (benchmarks/README.md)
     ghcu_drop: float = 0.15  # fraction of input heatmaps zeroed while training the GHCU
     ghcu_shift: float = 0.15  # fraction of input heatmaps displaced while training the GHCU
@@ -51,6 +54,9 @@ class Config:
         if self.heatmap_size % (2**self.depth):
             raise InputError(f"heatmap_size ({self.heatmap_size}) must be divisible by 2**depth ({2**self.depth})",
                              field="depth")
+        if self.round_targets not in ROUND_TARGETS:
+            raise InputError(f"round_targets must be one of {', '.join(ROUND_TARGETS)}, got {self.round_targets!r}",
+                             field="round_targets")
         for name in ("stacks", "channels", "depth", "ghcu_channels", "batch_size", "epochs", "min_images"):
             if getattr(self, name) < (0 if name in ("epochs", "min_images") else 1):
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}", field=name)
