@@ -3,6 +3,7 @@
     python benchmarks/sa_accuracy.py --workdir W     # synthetic 400 / 200 faces + LFPW 2-fold, cpu preset
     python benchmarks/sa_accuracy.py --quick         # a smoke run: tiny preset, few faces, minutes
     python benchmarks/sa_accuracy.py --no-synthetic  # the LFPW table and the training speeds only
+    python benchmarks/sa_accuracy.py --speed-only    # the training speeds alone (CPU, and CUDA when present)
 
 Rows (synthetic test faces, never trained on):
 - baseline: the network after round 0 (human labels only), last-stack heatmaps, and its GHCU's output;
@@ -19,6 +20,7 @@ moderate, off-contour, swapped face: the set's slides and jitter only, the noise
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -74,22 +76,71 @@ def trained_epochs(history: list[dict]) -> tuple[int, int]:
     return tuple(sum(h["stage"] == stage and h["round"] == 0 for h in history) for stage in ("hourglass", "ghcu"))
 
 
-def preset_speed(name: str, num_points: int, steps: int) -> float:
+def synchronise(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so wall time measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def preset_speed(name: str, num_points: int, steps: int, device: torch.device) -> float:
     """Training images/s of a preset's forward + backward + Adam step on random images (no data loading)."""
     config = get_preset(name)
-    model = LandmarkModel(num_points, config)
+    model = LandmarkModel(num_points, config).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    images = torch.randn(config.batch_size, 3, config.input_size, config.input_size)
+    images = torch.randn(config.batch_size, 3, config.input_size, config.input_size, device=device)
+    warm_up = 3 if device.type == "cuda" else 1  # CUDA: cuDNN picks its algorithms in the first steps
     start = None
-    for step in range(steps + 1):
-        if step == 1:
+    for step in range(steps + warm_up):
+        if step == warm_up:
+            synchronise(device)
             start = time.perf_counter()
         stacks, corrected = model(images)
         loss = stacks.square().mean() + corrected.square().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
+    synchronise(device)
     return steps * config.batch_size / (time.perf_counter() - start)
+
+
+def end_to_end_speed(name: str, faces: Dataset, device: torch.device, workers: int, work: Path) -> float:
+    """Training images/s of a preset's round 0 on real crops (loading, augmentation, heatmap targets, step): the
+    second of two epochs over `faces`, as `auditor.train` reports it."""
+    config = get_preset(name, epochs=2, rounds=0, ghcu_epochs=0, min_images=0, workers=workers)
+    _, state = train(faces, config, work / f"speed_{name}.pt", device=device, progress=False, log=lambda _: None)
+    return state["history"][-1]["images_per_s"]
+
+
+def speed_table(args: argparse.Namespace, work: Path, results: dict[str, float]) -> None:
+    """Print the training speeds per preset on the CPU and, when present, on CUDA; add them to `results`."""
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    names = ", ".join(torch.cuda.get_device_name(d) if d.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
+                      for d in devices)
+    print(f"\n### Training speed ({names}; torch {torch.__version__})\n")
+    print("| device | preset | batch | input px | what | data workers | images/s |")
+    print("|---|---|---|---|---|---|---|")
+    for device in devices:
+        prefix = "" if device.type == "cpu" else f"{device.type}_"
+        for name in ("tiny", "cpu", "paper"):
+            speed = preset_speed(name, 68, args.speed_steps, device)
+            c = get_preset(name)
+            print(f"| {device.type} | {name} | {c.batch_size} | {c.input_size} | model step, random images | | "
+                  f"{speed:.1f} |")
+            results[f"{prefix}{name}_step_img_per_s"] = speed
+    if "train_img_per_s" in results:
+        print(f"| cpu | {args.preset} | | | end to end, the SA training's round 0 | 0 | "
+              f"{results['train_img_per_s']:.1f} |")
+    if len(devices) == 1:
+        return
+    generate(work / "speed", n=args.speed_faces, seed=args.test_seed, size=256)
+    faces = read_dataset(work / "speed" / "faces")
+    for name in ("cpu", "paper"):
+        for workers in (0, min(8, os.cpu_count() or 1)):
+            speed = end_to_end_speed(name, faces, devices[-1], workers, work)
+            c = get_preset(name)
+            print(f"| cuda | {name} | {c.batch_size} | {c.input_size} | end to end, round 0 on {len(faces)} faces | "
+                  f"{workers} | {speed:.1f} |")
+            results[f"cuda_{name}_e2e_w{workers}_img_per_s"] = speed
 
 
 def synthetic(args: argparse.Namespace, work: Path) -> dict[str, float]:
@@ -225,28 +276,20 @@ def main() -> None:
     parser.add_argument("--progress", action="store_true", help="show progress bars")
     parser.add_argument("--no-synthetic", action="store_true",
                         help="skip the synthetic experiment: the LFPW table and the speeds only")
+    parser.add_argument("--speed-only", action="store_true", help="the training speeds alone")
+    parser.add_argument("--speed-faces", type=int, default=256,
+                        help="synthetic faces of the end-to-end speed runs (CUDA only)")
     args = parser.parse_args()
     if args.quick:
-        args.train, args.test, args.preset, args.speed_steps = 40, 20, "tiny", 1
+        args.train, args.test, args.preset, args.speed_steps, args.speed_faces = 40, 20, "tiny", 1, 32
         args.set = ["epochs=2", "round_epochs=1", "ghcu_epochs=1", *args.set]
     torch.manual_seed(0)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="sa_accuracy_"))
     work.mkdir(parents=True, exist_ok=True)
-    results = {} if args.no_synthetic else synthetic(args, work)
-    if args.folds > 1 and LFPW.is_dir():
+    results = {} if args.no_synthetic or args.speed_only else synthetic(args, work)
+    if args.folds > 1 and LFPW.is_dir() and not args.speed_only:
         results.update(lfpw(args, work))
-    print(f"\n### Training speed on this machine ({torch.get_num_threads()} threads), model step only, "
-          "random images\n")
-    print("| preset | batch | input px | images/s |")
-    print("|---|---|---|---|")
-    for name in ("tiny", "cpu", "paper"):
-        speed = preset_speed(name, 68, args.speed_steps)
-        c = get_preset(name)
-        print(f"| {name} | {c.batch_size} | {c.input_size} | {speed:.1f} |")
-        results[f"{name}_step_img_per_s"] = speed
-    if "train_img_per_s" in results:
-        print(f"| {args.preset}, end to end (data loading and augmentation included) | | | "
-              f"{results['train_img_per_s']:.1f} |")
+    speed_table(args, work, results)
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     print()

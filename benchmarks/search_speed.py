@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/search_speed.py [--quick] [--threads N]
 
-Prints a table of images/s at K in {68, 98}, R = 64, batch in {1, 16, 64} on the CPU (and CUDA when
-present) and, last, one line of key=value pairs for K = 68, batch 64 on the CPU.
+Prints a table of images/s at K in {68, 98}, R = 64, batch in {1, 16, 64} on the CPU (and in {1, ..., 1024}
+on CUDA when present) and, last, one line of key=value pairs for K = 68, batch 64 on the CPU.
 
 How it measures:
 - Heatmaps look like a network's on a face crop: a Gaussian near each label (labels in [6, 58], so about a
@@ -123,7 +123,7 @@ def main() -> None:
     naive_per_point: dict[int, float] = {}
     for device in devices:
         for k in (68, 98):
-            for batch in (1, 16, 64):
+            for batch in (1, 16, 64) if device.type == "cpu" else (1, 16, 64, 256, 1024):
                 if k not in naive_per_point:
                     naive_per_point[k] = naive_seconds_per_point(k, config, naive_points, generator)
                 maps, labels = face_like_heatmaps(batch, k, generator)
