@@ -3,7 +3,8 @@
 Faces stream through in batches: the heatmaps of a batch are searched, measured, cut to the windows the
 app draws, appended to the heatmap store's files and dropped, so memory grows only with the output tables.
 The scoring needs every face's residuals (each point's spread over the dataset), so it runs once at the
-end over the tables; `merge_audits` re-runs it over the union of shards.
+end over the tables; `merge_audits` re-runs it over the union of shards. `audit_tables` is the same audit
+without the store, its scored tables in memory: training's rounds take their targets from it.
 """
 
 from __future__ import annotations
