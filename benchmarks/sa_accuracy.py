@@ -168,7 +168,8 @@ def synthetic(args: argparse.Namespace, work: Path) -> dict[str, float]:
                 similarity[name] = (contour_target_ratio(found, human, truth),
                                     contour_target_ratio(found, human, truth, clean),
                                     float(np.nanmean(err[:, crisp]) / np.nanmean(err_h[:, crisp])))
-            shutil.copy(work / "sa.pt", work / "control.pt")
+            if args.control:
+                shutil.copy(work / "sa.pt", work / "control.pt")
         if r == config.rounds:
             preds["SA"] = predict(model, test_human, use_ghcu=False)
 
@@ -226,15 +227,15 @@ def synthetic(args: argparse.Namespace, work: Path) -> dict[str, float]:
     rates = [h["images_per_s"] for h in state["history"] if h["stage"] == "hourglass"]
     results = {"chi2_round1_contour_ratio": similarity["chi2"][0], "ncc_round1_contour_ratio": similarity["ncc"][0],
                "baseline_nme": nme_truth["baseline"], "sa_nme": nme_truth["SA"], "sa_ghcu_nme": nme_truth["SA + GHCU"],
-               "ghcu_vs_baseline": nme_truth["SA + GHCU"] / nme_truth["baseline"]}
+               "ghcu_vs_baseline": nme_truth["SA + GHCU"] / nme_truth["baseline"],
+               "contour_target_ratio": ratio, "contour_target_ratio_clean": ratio_clean,
+               "train_img_per_s": float(np.median(rates)), "sa_minutes": sa_minutes}
     if args.control:
-        results.update({"control_nme": nme_truth["control"],
-                        "ghcu_vs_control": nme_truth["SA + GHCU"] / nme_truth["control"],
-                        "control_ghcu_nme": nme_truth["control + GHCU"],
-                        "ghcu_vs_control_ghcu": nme_truth["SA + GHCU"] / nme_truth["control + GHCU"]})
-    results |= {"contour_target_ratio": ratio, "contour_target_ratio_clean": ratio_clean,
-                "train_img_per_s": float(np.median(rates)), "sa_minutes": sa_minutes}
-    return results | ({"control_minutes": control_minutes} if args.control else {})
+        results |= {"control_nme": nme_truth["control"], "control_ghcu_nme": nme_truth["control + GHCU"],
+                    "ghcu_vs_control": nme_truth["SA + GHCU"] / nme_truth["control"],
+                    "ghcu_vs_control_ghcu": nme_truth["SA + GHCU"] / nme_truth["control + GHCU"],
+                    "control_minutes": control_minutes}
+    return results
 
 
 def lfpw(args: argparse.Namespace, work: Path) -> dict[str, float]:
