@@ -67,13 +67,15 @@ class ShapeModel:
         weights = known.astype(np.float64)
         target = np.broadcast_to(self.mean, (n, k))
         basis = np.concatenate([self.components.real, self.components.imag], axis=1)  # (q, 2K)
+        q = len(basis)
+        outer = (basis[:, None, :] * basis[None, :, :]).reshape(q * q, -1).T  # (2K, q²): all Grams in one product
         for _ in range(iterations):
             a, t = _align(x, target, weights)
             aligned = a[:, None] * x + t[:, None] - self.mean
             flat = np.concatenate([aligned.real, aligned.imag], axis=1)  # (N, 2K)
             w2 = np.concatenate([weights, weights], axis=1)
-            gram = np.einsum("qk,nk,pk->nqp", basis, w2, basis) + 1e-6 * np.eye(len(basis))
-            coeff = np.linalg.solve(gram, np.einsum("qk,nk->nq", basis, w2 * flat)[..., None])[..., 0]
+            gram = (w2 @ outer).reshape(n, q, q) + 1e-6 * np.eye(q)
+            coeff = np.linalg.solve(gram, ((w2 * flat) @ basis.T)[..., None])[..., 0]
             recon = coeff @ basis  # (N, 2K)
             target = self.mean + recon[:, :k] + 1j * recon[:, k:]
             fitted = (target - t[:, None]) / np.where(np.abs(a) > 0, a, 1)[:, None]
