@@ -177,10 +177,11 @@ def _measure(heat: torch.Tensor, batch: Batch, landmarks: np.ndarray, search_con
 
 def _measured_batches(model: LandmarkModel, ds: Dataset, faces: np.ndarray, search_config: SearchConfig,
                       side: int | None, *, device: str | torch.device, batch_size: int, flip: bool,
-                      use_ghcu: bool = True) -> Iterator[tuple[Batch, dict[str, np.ndarray]]]:
+                      use_ghcu: bool = True, workers: int = 0) -> Iterator[tuple[Batch, dict[str, np.ndarray]]]:
     """Each batch of the model's output over `faces`, with its measures (`_measure`) of the GHCU's heatmaps (or the
-    last stack's)."""
-    for batch in iterate_heatmaps(model, ds, indices=faces, batch_size=batch_size, device=device, flip=flip):
+    last stack's); `workers` processes load the next batches meanwhile."""
+    for batch in iterate_heatmaps(model, ds, indices=faces, batch_size=batch_size, device=device, flip=flip,
+                                  workers=workers):
         heat = batch.ghcu_heatmaps if use_ghcu else batch.stack_heatmaps
         yield batch, _measure(heat, batch, ds.landmarks[batch.index], search_config, side, ds.scheme)
 
@@ -307,10 +308,12 @@ def _write_tables(out: Path, points: pd.DataFrame, images: pd.DataFrame, manifes
 def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: dict | None = None,
               device: str = "auto", batch_size: int = 32, shard: tuple[int, int] | None = None,
               search_config: SearchConfig | None = None, scoring: ScoringConfig | None = None,
-              flip: bool = True, progress: bool = True) -> dict:
+              flip: bool = True, workers: int = 1, progress: bool = True) -> dict:
     """Audit every face of `ds` (or one shard) with a checkpoint; write the directory `out`; return its manifest.
 
     `flip`: the heatmaps are the mean of each face's and its mirror image's (through the scheme's flip pairs).
+    `workers`: processes that load and crop the next batches while the model, the search and the measures run
+    on this one (0: the audit's own process loads them, in turn).
     """
     started = time.perf_counter()
     search_config, scoring = search_config or SearchConfig(), scoring or ScoringConfig()
@@ -323,6 +326,8 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
                          f"dataset has {ds.num_points} ({ds.scheme.name})", path=checkpoint)
     if batch_size < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}", field="--batch-size")
+    if workers < 0:
+        raise InputError(f"workers must be >= 0, got {workers}", field="--workers")
     torch_device = resolve_device(device)
     model.to(torch_device)
     start, stop = (0, len(ds)) if shard is None else shard_range(len(ds), *shard)
@@ -342,7 +347,7 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
               _NpyWriter(store / "to_heatmap.npy", np.float64, (len(faces), 3, 3)) as affines):
             try:
                 for batch, measured in _measured_batches(model, ds, faces, search_config, side, device=torch_device,
-                                                         batch_size=batch_size, flip=flip):
+                                                         batch_size=batch_size, flip=flip, workers=workers):
                     windows.append(measured.pop("windows"))
                     origins.append(measured.pop("origins"))
                     affines.append(batch.to_heatmap)
@@ -373,7 +378,7 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
             "shard": None if shard is None else {"index": shard[0], "count": shard[1], "faces": [start, stop]},
             "counts": _counts(points, images),
             "timing": {"seconds": round(seconds, 2), "faces_per_second": round(len(faces) / seconds, 2),
-                       "device": str(torch_device)},
+                       "device": str(torch_device), "workers": workers},
         }
         _write_tables(tmp, points, images, manifest)
     return manifest

@@ -197,6 +197,8 @@ def audit(
                                                    "join the shards with `auditor merge`.")] = None,
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Average each face's heatmaps with its mirror "
                                        "image's (twice the model time; positions closer to the truth).")] = True,
+    workers: Annotated[int, typer.Option(min=0, help="Processes that load and crop the next faces while the model "
+                                         "and the search run (0: load them in turn).")] = 1,
     format: FormatOpt = None,
     scheme: SchemeOpt = None,
     skip_bad: SkipBadOpt = False,
@@ -210,7 +212,7 @@ def audit(
     source = {"path": str(data.resolve()), "images_root": None if images_root is None else str(images_root.resolve())}
     try:
         manifest = run_audit(ds, model, out, source=source, device=device, batch_size=batch_size, shard=parsed,
-                             flip=flip)
+                             flip=flip, workers=workers)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: {out} was left as it was", err=True)
         raise SystemExit(130) from None

@@ -284,3 +284,16 @@ def test_heatmap_store_writer_streams_rows_into_a_valid_npy(tmp_path):
         with audit_module._NpyWriter(path, np.float16, (5, 2, 3)) as writer:
             writer.append(rows[:2])
     audit_module.release_free_memory()
+
+
+def test_loader_processes_change_nothing_but_the_timing(setup, tmp_path):
+    root, ds, whole = setup  # audited with the default loader process
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}"
+        manifest = run_audit(ds, root / "m.pt", out, device="cpu", batch_size=3, workers=workers, progress=False)
+        assert manifest["timing"]["workers"] == workers
+        pd.testing.assert_frame_equal(pd.read_parquet(out / "points.parquet"), pd.read_parquet(whole / "points.parquet"))
+        for name in ("windows.npy", "origins.npy", "to_heatmap.npy"):
+            assert (out / "heatmaps" / name).read_bytes() == (whole / "heatmaps" / name).read_bytes()
+    with pytest.raises(InputError, match="workers must be >= 0"):
+        run_audit(ds, root / "m.pt", tmp_path / "bad", device="cpu", workers=-1, progress=False)
