@@ -17,18 +17,20 @@ see a jaw point pushed off the jaw line while its neighbours stay on it; the con
 Gaussian is estimated on the other folds' faces (cross-fitting, so a face does not explain its own
 errors), from labels the PCA fit found to be outliers replaced by its reconstruction, and points whose
 residual is improbable are replaced by their conditional mean before the others are predicted from them,
-so one wrong point does not spoil its neighbours' residuals.
+so one wrong point does not spoil its neighbours' residuals. `conditional_field_residuals` does the same for
+any per-point field of a face, the labels' residuals against the model among them.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 
 TUKEY_C = 4.685  # biweight tuning constant (95 % efficiency under normal residuals)
 OUTLIER_CHI2 = 13.8  # χ²(2) 99.9 % quantile: a conditional residual beyond it is not used to predict the others
-SHRINKAGE = (0.003, 0.01, 0.03, 0.1, 0.3)  # candidate shrinkages of the covariance between points
+SHRINKAGE = (0.003, 0.01, 0.03, 0.1, 0.3, 0.5, 0.7, 0.9)  # candidate shrinkages of the covariance between points
 
 
 def _as_complex(xy: np.ndarray) -> np.ndarray:
@@ -195,6 +197,49 @@ def _conditional(vectors: np.ndarray, observed: np.ndarray, known: np.ndarray, m
     return residual
 
 
+def _cross_fitted(clean: np.ndarray, observed: np.ndarray, known: np.ndarray, folds: int, iterations: int,
+                  seed: int) -> np.ndarray:
+    """(N, K, 2) residual of each face's observed points (N, K, 2) from their conditional means (`_conditional`)
+    under the Gaussian of the other folds' clean vectors (N, 2K), its shrinkage chosen by held-out likelihood."""
+    n = len(clean)
+    fold = np.random.default_rng(seed).permutation(n) % min(folds, n)
+    shrinkage = _choose_shrinkage(clean, fold)
+    residual = np.empty(observed.shape)
+    for f in np.unique(fold):
+        rows = fold == f
+        mean, covariance = _gaussian(clean[~rows], shrinkage)
+        residual[rows] = _conditional(clean[rows], observed[rows], known[rows], mean, np.linalg.inv(covariance),
+                                      iterations)
+    return residual
+
+
+def conditional_field_residuals(field: np.ndarray, *, folds: int = 10, iterations: int = 3, seed: int = 0,
+                                clip: float = 4.0) -> np.ndarray:
+    """(N, K, 2) residual of each point's value of a field (N, K, 2) from its conditional mean given the face's
+    other points' values, under a Gaussian of the other folds' faces; NaN where the field is.
+
+    The auditor's field is each label's residual against the model: where annotators slide a run of
+    neighbouring jaw points together, or the model misses a whole region, the neighbours predict it, and what is
+    left is the point's own error. The Gaussian is estimated from the field clipped at `clip` robust σ (median,
+    1.4826 MAD) per point and axis, so that wrong labels do not set it, with the shape model's shrinkage toward
+    each point's own 2 x 2 block (none needed, none chosen: the neighbours then predict nothing).
+    """
+    n, k, _ = field.shape
+    known = np.isfinite(field).all(-1)
+    if n < 3:  # no covariance to speak of
+        return np.where(known[..., None], field, np.nan)
+    values = np.where(known[..., None], field, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a point no face has: an all-NaN column
+        centre = np.nan_to_num(np.nanmedian(values, axis=0))
+        spread = 1.4826 * np.nan_to_num(np.nanmedian(np.abs(values - centre), axis=0)) + 1e-12
+    clipped = np.where(known[..., None], np.clip(field, centre - clip * spread, centre + clip * spread), centre)
+    observed = np.where(known[..., None], field, centre)
+    residual = _cross_fitted(np.concatenate([clipped[..., 0], clipped[..., 1]], axis=1), observed, known, folds,
+                             iterations, seed)
+    return np.where(known[..., None], residual, np.nan)
+
+
 def conditional_residuals(landmarks: np.ndarray, normaliser: np.ndarray, *, components: int = 8, folds: int = 10,
                           iterations: int = 3, seed: int = 0, fit: LabelFit | None = None) -> np.ndarray:
     """(N, K, 2) residual of each label (N, K, 2) from its conditional mean given the face's other labels, under a
@@ -213,14 +258,7 @@ def conditional_residuals(landmarks: np.ndarray, normaliser: np.ndarray, *, comp
     usable = known & (weights > 0)
     clean = _flat(np.where(usable, aligned, a[:, None] * fitted + t[:, None]))  # (N, 2K)
     observed = np.stack([aligned.real, aligned.imag], -1)  # (N, K, 2)
-    fold = np.random.default_rng(seed).permutation(n) % min(folds, n)
-    shrinkage = _choose_shrinkage(clean, fold)
-    residual = np.empty((n, k, 2))
-    for f in np.unique(fold):
-        rows = fold == f
-        mean, covariance = _gaussian(clean[~rows], shrinkage)
-        residual[rows] = _conditional(clean[rows], observed[rows], known[rows], mean, np.linalg.inv(covariance),
-                                      iterations)
+    residual = _cross_fitted(clean, observed, known, folds, iterations, seed)
     in_face = (residual[..., 0] + 1j * residual[..., 1]) / np.where(np.abs(a) > 0, a, 1)[:, None]
     out = np.stack([in_face.real, in_face.imag], -1) / normaliser[:, None, None]
     return np.where(known[..., None], out, np.nan)

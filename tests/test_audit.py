@@ -292,7 +292,8 @@ def test_loader_processes_change_nothing_but_the_timing(setup, tmp_path):
         out = tmp_path / f"w{workers}"
         manifest = run_audit(ds, root / "m.pt", out, device="cpu", batch_size=3, workers=workers, progress=False)
         assert manifest["timing"]["workers"] == workers
-        pd.testing.assert_frame_equal(pd.read_parquet(out / "points.parquet"), pd.read_parquet(whole / "points.parquet"))
+        points = pd.read_parquet(out / "points.parquet")
+        pd.testing.assert_frame_equal(points, pd.read_parquet(whole / "points.parquet"))
         for name in ("windows.npy", "origins.npy", "to_heatmap.npy"):
             assert (out / "heatmaps" / name).read_bytes() == (whole / "heatmaps" / name).read_bytes()
     with pytest.raises(InputError, match="workers must be >= 0"):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from auditor.shape_model import _conditional, conditional_residuals, shape_residuals
+from auditor.shape_model import _conditional, conditional_field_residuals, conditional_residuals, shape_residuals
 
 
 def posed(landmarks: np.ndarray, seed: int) -> np.ndarray:
@@ -78,3 +78,21 @@ def test_conditional_matches_the_textbook_formula():
         gain = covariance[np.ix_(own, rest)] @ np.linalg.inv(covariance[np.ix_(rest, rest)])  # Σ_ir Σ_rr⁻¹
         expected = mean[own] + (vectors[:, rest] - mean[rest]) @ gain.T  # (m, 2)
         np.testing.assert_allclose(fast[:, i], observed[:, i] - expected, atol=1e-9)
+
+
+def test_conditional_field_removes_what_the_neighbours_share_and_keeps_a_point_of_its_own():
+    rng = np.random.default_rng(3)
+    n, k = 300, 10
+    field = rng.normal(0, 0.003, size=(n, k, 2))
+    field[:, :5] += rng.normal(0, 0.03, size=(n, 1, 2))  # points 0-4 slide together, face by face
+    field[7, 2] += [0.03, 0.0]  # one point's own error, as large as a usual slide
+    field[9, 6] = np.nan
+    residual = conditional_field_residuals(field)
+    assert np.isnan(residual[9, 6]).all() and np.isfinite(np.delete(residual.reshape(-1, 2), 9 * k + 6, 0)).all()
+    shared = np.linalg.norm(residual[:, :5], axis=-1)
+    assert np.median(shared) < 0.01 < np.median(np.linalg.norm(field[:, :5], axis=-1))
+    assert np.linalg.norm(residual[7, 2]) > 0.02  # the neighbours do not explain it
+    assert np.linalg.norm(residual[7, 2]) > 5 * np.median(shared)
+    few = conditional_field_residuals(field[:2])
+    np.testing.assert_array_equal(np.isnan(few), np.isnan(field[:2]))
+    np.testing.assert_allclose(few[0], field[0])
