@@ -146,29 +146,39 @@ def _flat(shapes: np.ndarray) -> np.ndarray:
     return np.concatenate([shapes.real, shapes.imag], axis=-1)
 
 
-def _gaussian(vectors: np.ndarray, shrinkage: float) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (D,) and covariance (D, D) of vectors (M, D) (x of K points, then y), the covariance shrunk toward its
-    2 x 2 per-point blocks: unlike its diagonal, that target turns with the frame, so the residuals do not depend
-    on which way the faces were aligned."""
-    mean = vectors.mean(0)
-    centred = vectors - mean
-    covariance = centred.T @ centred / max(len(vectors) - 1, 1)
-    k = len(mean) // 2
+def _fold_moments(vectors: np.ndarray, fold: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per fold of vectors (N, D) (x of K points, then y; fold (N,)): its rows (N,) and the mean (D,) and
+    covariance (D, D) of the other folds' vectors."""
+    moments = []
+    for f in np.unique(fold):
+        rows = fold == f
+        others = vectors[~rows]
+        mean = others.mean(0)
+        centred = others - mean
+        moments.append((rows, mean, centred.T @ centred / max(len(others) - 1, 1)))
+    return moments
+
+
+def _shrunk(covariance: np.ndarray, shrinkage: float) -> np.ndarray:
+    """A covariance (D, D) shrunk toward its 2 x 2 per-point blocks: unlike its diagonal, that target turns with the
+    frame, so the residuals do not depend on which way the faces were aligned."""
+    k = len(covariance) // 2
     same_point = np.tile(np.eye(k, dtype=bool), (2, 2))
     ridge = 1e-6 * np.diag(covariance).mean() + 1e-12  # identical faces: keep the matrix invertible
-    return mean, np.where(same_point, covariance, (1 - shrinkage) * covariance) + ridge * np.eye(len(mean))
+    return np.where(same_point, covariance, (1 - shrinkage) * covariance) + ridge * np.eye(len(covariance))
 
 
-def _choose_shrinkage(vectors: np.ndarray, fold: np.ndarray) -> float:
-    """The shrinkage in SHRINKAGE with the best held-out Gaussian log-likelihood of vectors (N, D) over the folds."""
+def _choose_shrinkage(vectors: np.ndarray, moments: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> float:
+    """The shrinkage in SHRINKAGE with the best held-out Gaussian log-likelihood of vectors (N, D) over the folds
+    (`_fold_moments`)."""
     best, chosen = -np.inf, SHRINKAGE[-1]
     for shrinkage in SHRINKAGE:
         total = 0.0
-        for f in np.unique(fold):
-            mean, covariance = _gaussian(vectors[fold != f], shrinkage)
-            centred = vectors[fold == f] - mean
-            _, logdet = np.linalg.slogdet(covariance)
-            total += (-0.5 * np.einsum("nd,nd->n", centred @ np.linalg.inv(covariance), centred) - 0.5 * logdet).sum()
+        for rows, mean, covariance in moments:
+            shrunk = _shrunk(covariance, shrinkage)
+            centred = vectors[rows] - mean
+            _, logdet = np.linalg.slogdet(shrunk)
+            total += (-0.5 * np.einsum("nd,nd->n", centred @ np.linalg.inv(shrunk), centred) - 0.5 * logdet).sum()
         if total > best:
             best, chosen = total, shrinkage
     return chosen
@@ -202,14 +212,12 @@ def _cross_fitted(clean: np.ndarray, observed: np.ndarray, known: np.ndarray, fo
     """(N, K, 2) residual of each face's observed points (N, K, 2) from their conditional means (`_conditional`)
     under the Gaussian of the other folds' clean vectors (N, 2K), its shrinkage chosen by held-out likelihood."""
     n = len(clean)
-    fold = np.random.default_rng(seed).permutation(n) % min(folds, n)
-    shrinkage = _choose_shrinkage(clean, fold)
+    moments = _fold_moments(clean, np.random.default_rng(seed).permutation(n) % min(folds, n))
+    shrinkage = _choose_shrinkage(clean, moments)
     residual = np.empty(observed.shape)
-    for f in np.unique(fold):
-        rows = fold == f
-        mean, covariance = _gaussian(clean[~rows], shrinkage)
-        residual[rows] = _conditional(clean[rows], observed[rows], known[rows], mean, np.linalg.inv(covariance),
-                                      iterations)
+    for rows, mean, covariance in moments:
+        residual[rows] = _conditional(clean[rows], observed[rows], known[rows], mean,
+                                      np.linalg.inv(_shrunk(covariance, shrinkage)), iterations)
     return residual
 
 
