@@ -229,8 +229,9 @@ def conditional_field_residuals(field: np.ndarray, *, folds: int = 10, iteration
     The auditor's field is each label's residual against the model: where annotators slide a run of
     neighbouring jaw points together, or the model misses a whole region, the neighbours predict it, and what is
     left is the point's own error. The Gaussian is estimated from the field clipped at `clip` robust σ (median,
-    1.4826 MAD) per point and axis, so that wrong labels do not set it, with the shape model's shrinkage toward
-    each point's own 2 x 2 block (none needed, none chosen: the neighbours then predict nothing).
+    1.4826 MAD) per point and axis, so that wrong labels do not set it, its covariance shrunk toward each point's
+    own 2 x 2 block by held-out likelihood like the shape model's: where the points do not move together the
+    shrinkage is strong and the neighbours predict little.
     """
     n, k, _ = field.shape
     known = np.isfinite(field).all(-1)

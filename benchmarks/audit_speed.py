@@ -1,6 +1,6 @@
 """Audit throughput against bare model inference, and peak memory for 200 vs 2,000 faces.
 
-    python benchmarks/audit_speed.py                 # about 10 min on 2 cores (sample model, cpu preset)
+    python benchmarks/audit_speed.py                 # about 12 min on 2 cores (sample model, cpu preset)
     python benchmarks/audit_speed.py --quick         # 40 / 120 faces, a minute or two
     python benchmarks/audit_speed.py --device cuda   # the model and the search on a GPU
     python benchmarks/audit_speed.py --workers 0     # load the faces in the measuring process, in turn
