@@ -52,10 +52,15 @@ import numpy as np
 import pandas as pd
 
 from auditor.schemes import LandmarkScheme
-from auditor.shape_model import conditional_field_residuals, conditional_residuals, fit_labels, shape_residuals
+from auditor.shape_model import (
+    MAD_TO_SIGMA,
+    conditional_field_residuals,
+    conditional_residuals,
+    fit_labels,
+    shape_residuals,
+)
 
 ISSUE_TYPES = ("gross_error", "off_contour", "contour_slide", "swapped_sides", "low_confidence")
-MAD_TO_SIGMA = 1.4826  # a normal distribution's σ over its median absolute deviation
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+MAD_TO_SIGMA = 1.4826  # a normal distribution's σ over its median absolute deviation
 TUKEY_C = 4.685  # biweight tuning constant (95 % efficiency under normal residuals)
 OUTLIER_CHI2 = 13.8  # χ²(2) 99.9 % quantile: a conditional residual beyond it is not used to predict the others
 SHRINKAGE = (0.003, 0.01, 0.03, 0.1, 0.3, 0.5, 0.7, 0.9)  # candidate shrinkages of the covariance between points
@@ -49,7 +50,7 @@ def _align(source: np.ndarray, target: np.ndarray, weights: np.ndarray) -> tuple
 
 def _tukey(residual: np.ndarray) -> np.ndarray:
     """Biweight weights (N, K) of residual magnitudes (N, K), scaled by each face's robust spread."""
-    scale = 1.4826 * np.nanmedian(residual, axis=-1, keepdims=True) + 1e-9
+    scale = MAD_TO_SIGMA * np.nanmedian(residual, axis=-1, keepdims=True) + 1e-9
     u = residual / (TUKEY_C * scale)
     return np.where(u < 1, (1 - u**2) ** 2, 0.0)  # NaN residuals (unknown points) get 0
 
@@ -241,7 +242,7 @@ def conditional_field_residuals(field: np.ndarray, *, folds: int = 10, iteration
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a point no face has: an all-NaN column
         centre = np.nan_to_num(np.nanmedian(values, axis=0))
-        spread = 1.4826 * np.nan_to_num(np.nanmedian(np.abs(values - centre), axis=0)) + 1e-12
+        spread = MAD_TO_SIGMA * np.nan_to_num(np.nanmedian(np.abs(values - centre), axis=0)) + 1e-12
     clipped = np.where(known[..., None], np.clip(field, centre - clip * spread, centre + clip * spread), centre)
     observed = np.where(known[..., None], field, centre)
     residual = _cross_fitted(np.concatenate([clipped[..., 0], clipped[..., 1]], axis=1), observed, known, folds,
