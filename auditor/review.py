@@ -34,6 +34,7 @@ import pandas as pd
 
 from auditor.audit_dir import REVIEWS, audit_path, load_manifest, proposals
 from auditor.errors import InputError
+from auditor.query import evaluate_query
 
 SCHEMA_VERSION = 1
 DECISIONS = ("accept", "reject", "edit")
@@ -198,7 +199,36 @@ class ReviewStore:
             if not self._check(con):
                 return empty
             rows = con.execute(sql, params).fetchall()
-        return pd.DataFrame(rows, columns=list(COLUMNS)).astype(_DTYPES)
+        return self._checked(pd.DataFrame(rows, columns=list(COLUMNS)))
+
+    def _checked(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """Rows read from the file as COLUMNS' types; an InputError naming the file and the row for a value another
+        program wrote that the schema's types do not admit (SQLite stores any value in any column)."""
+        def bad(mask: pd.Series, column: str, expected: str) -> None:
+            if mask.any():
+                row = rows[mask].iloc[0]
+                raise InputError(f"decision id {row['id']} has {column} {str(row[column])[:40]!r}; expected {expected}",
+                                 path=self.path, field=column)
+
+        def numbers(column: str) -> pd.Series:
+            values = rows[column].map(lambda v: v if isinstance(v, int | float) and not isinstance(v, bool)
+                                      else None if v is None else math.nan, na_action=None)
+            return pd.to_numeric(values, errors="coerce")
+
+        point = numbers("point")
+        bad(~np.isfinite(point) | (point != np.round(point)) | (point < 0) | (point > 2**31), "point",
+            "a non-negative integer")
+        for column in ("x", "y"):
+            value = numbers(column)
+            bad(rows[column].notna() & ~np.isfinite(value), column, "a finite number or null")
+            rows[column] = value
+        bad(~rows.decision.isin(DECISIONS), "decision", f"one of {', '.join(DECISIONS)}")
+        bad(~rows.image_id.map(lambda v: isinstance(v, str)), "image_id", "text")
+        bad(rows.decision.eq("edit") & rows.x.isna(), "x", "a position for an edit")
+        rows["point"] = point
+        for column in ("reviewer", "note", "created_at"):
+            rows[column] = rows[column].map(lambda v: v if v is None or isinstance(v, str) else str(v))
+        return rows.astype(_DTYPES)
 
     def latest(self) -> pd.DataFrame:
         """The decision of every decided point (its latest row): COLUMNS, one row per (image_id, point)."""
@@ -223,18 +253,10 @@ class ReviewStore:
         return {"total": total, "decided": len(latest), "remaining": max(total - len(latest), 0), **counts}
 
 
-def select_points(points: pd.DataFrame, where: str) -> pd.DataFrame:
-    """The labelled points of `points` (points.parquet) for which a pandas expression (`DataFrame.eval`, the language
-    of `DataFrame.query`) over its columns is true."""
-    example = "e.g. \"issue_type == 'gross_error' and label_score < 0.2\""
-    try:
-        mask = points.eval(where)
-    except Exception as e:  # pandas raises many types for a bad expression; the user needs the message, not the type
-        message = " ".join(str(e).split()) or type(e).__name__
-        raise InputError(f"invalid query {where!r}: {message}") from None
-    if not (isinstance(mask, pd.Series) and pd.api.types.is_bool_dtype(mask)):
-        raise InputError(f"invalid query {where!r}: expected a condition, true or false for each point ({example})")
-    selected = points[mask.fillna(False).astype(bool)]
+def select_points(points: pd.DataFrame, where: str, *, field: str | None = None) -> pd.DataFrame:
+    """The labelled points of `points` (points.parquet) for which `where`, a query of `auditor.query` over its columns,
+    is true; an InputError naming `field` for a bad query."""
+    selected = points[evaluate_query(points, where, field=field)]
     return selected[np.isfinite(selected.x_human) & np.isfinite(selected.y_human)]
 
 
