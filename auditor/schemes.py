@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,65 +129,83 @@ class LandmarkScheme:
         }
 
 
-def scheme_from_json(data: dict, *, source: str = "scheme JSON") -> LandmarkScheme:
-    """Build a scheme from the dict of `LandmarkScheme.to_json`, naming the bad field on error."""
+def scheme_from_json(data: object, *, source: str | Path = "scheme JSON", field: str | None = None) -> LandmarkScheme:
+    """Build a scheme from the dict of `LandmarkScheme.to_json`; an InputError naming `source` (a file) and the bad
+    field (under `field`, e.g. "scheme" in a checkpoint) on error."""
 
-    def need(obj: dict, key: str, kind: type | tuple[type, ...], where: str):
+    def place(where: str) -> str:
+        return f"{field}.{where}" if field else where
+
+    def fail(message: str, where: str) -> InputError:
+        return InputError(message, path=source, field=place(where))
+
+    def need(obj: object, key: str, kind: type | tuple[type, ...], where: str):
         if not isinstance(obj, dict) or key not in obj:
-            raise InputError(f"missing field '{key}'", path=source, field=where)
-        if not isinstance(obj[key], kind):
-            raise InputError(f"field '{key}' has the wrong type ({type(obj[key]).__name__})", path=source,
-                             field=where)
+            raise fail(f"missing field '{key}'", where)
+        if not isinstance(obj[key], kind) or (kind is not bool and isinstance(obj[key], bool)):
+            raise fail(f"field '{key}' has the wrong type ({type(obj[key]).__name__})", where)
         return obj[key]
 
+    def indices(values: object, where: str, what: str) -> tuple[int, ...]:
+        if not isinstance(values, list) or not all(isinstance(j, int) and not isinstance(j, bool) for j in values):
+            raise fail(f"{what} must be a list of integers", where)
+        return tuple(values)
+
+    if not isinstance(data, dict):
+        raise fail("expected a scheme object", "")
     name = need(data, "name", str, "name")
     points = need(data, "points", list, "points")
     if not points:
-        raise InputError("a scheme needs at least one point", path=source, field="points")
+        raise fail("a scheme needs at least one point", "points")
     names, groups, flags = [], [], []
     for i, p in enumerate(points):
         names.append(need(p, "name", str, f"points[{i}]"))
-        groups.append(p.get("group", "all") if isinstance(p, dict) else "all")
-        flags.append(bool(p.get("contour", False)))
+        groups.append(need(p, "group", str, f"points[{i}]") if "group" in p else "all")
+        flags.append(need(p, "contour", bool, f"points[{i}]") if "contour" in p else False)
+    for key in ("contours", "flip_pairs"):
+        if not isinstance(data.get(key, []), list):
+            raise fail("expected a list", key)
     contours = []
     for i, c in enumerate(data.get("contours", [])):
-        idx = need(c, "points", list, f"contours[{i}]")
-        if not all(isinstance(j, int) for j in idx):
-            raise InputError("contour points must be integers", path=source, field=f"contours[{i}].points")
-        contours.append(Contour(str(c.get("name", f"contour_{i}")), tuple(idx), bool(c.get("closed", False))))
+        idx = indices(need(c, "points", list, f"contours[{i}]"), f"contours[{i}].points", "contour points")
+        contours.append(Contour(str(c.get("name", f"contour_{i}"))[:200], idx, bool(c.get("closed", False))))
     pairs = []
     for i, p in enumerate(data.get("flip_pairs", [])):
-        if not (isinstance(p, list) and len(p) == 2 and all(isinstance(j, int) for j in p)):
-            raise InputError("expected a pair of integers", path=source, field=f"flip_pairs[{i}]")
-        pairs.append((p[0], p[1]))
+        pair = indices(p, f"flip_pairs[{i}]", "a flip pair")
+        if len(pair) != 2:
+            raise fail("expected a pair of integers", f"flip_pairs[{i}]")
+        pairs.append(pair)
     norm = data.get("normaliser", {"kind": "box"})
     kind = need({"n": norm}, "n", dict, "normaliser").get("kind")
     if kind == "points":
-        np_ = need(norm, "points", list, "normaliser")
-        if len(np_) != 2 or not all(isinstance(j, int) for j in np_):
-            raise InputError("expected two point indices", path=source, field="normaliser.points")
+        np_ = indices(need(norm, "points", list, "normaliser"), "normaliser.points", "normaliser points")
+        if len(np_) != 2:
+            raise fail("expected two point indices", "normaliser.points")
         norm_points = (np_[0], np_[1])
     elif kind == "box":
         norm_points = None
     else:
-        raise InputError(f"normaliser kind must be 'points' or 'box', got {kind!r}", path=source,
-                         field="normaliser.kind")
+        raise fail(f"normaliser kind must be 'points' or 'box', got {str(kind)[:40]!r}", "normaliser.kind")
     try:
         return LandmarkScheme(name, tuple(names), tuple(groups), tuple(flags), tuple(contours), tuple(pairs),
                               norm_points)
     except InputError as e:
-        raise InputError(e.message, path=source) from None
+        raise InputError(e.message, path=source, field=field) from None
 
 
 def load_scheme_file(path: str | Path) -> LandmarkScheme:
     """Read a custom scheme from a JSON file."""
+    from auditor.io import read_annotation_text
+
     path = Path(path)
+    if not os.path.lexists(path):
+        raise InputError("scheme file not found", path=path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("scheme file not found", path=path) from None
+        data = json.loads(read_annotation_text(path, "a scheme .json file"))
     except json.JSONDecodeError as e:
         raise InputError(f"invalid JSON: {e.msg}", path=path, line=e.lineno) from None
+    except (RecursionError, ValueError):
+        raise InputError("invalid JSON: nested too deeply or a number too long", path=path) from None
     if not isinstance(data, dict):
         raise InputError("expected a JSON object describing a scheme", path=path)
     return scheme_from_json(data, source=str(path))

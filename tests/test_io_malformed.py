@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -261,3 +262,120 @@ def test_skip_bad_with_nothing_valid_is_an_error(folder: Path, name: str, text: 
     with pytest.raises(InputError, match=r"\(1 skipped\)") as excinfo:
         read_dataset(folder / name, skip_bad=True)
     assert str(excinfo.value).startswith(str(folder / name))
+
+
+@pytest.mark.parametrize("kind", ["loop", "dangling", "fifo", "folder"])
+def test_a_pts_that_is_not_a_regular_file_is_one_line_not_a_hang(folder: Path, kind: str) -> None:
+    (folder / "a.pts").write_text(pts())
+    bad = folder / "b.pts"
+    if kind == "loop":
+        bad.symlink_to(bad)
+    elif kind == "dangling":
+        bad.symlink_to(folder / "gone.pts")
+    elif kind == "fifo":
+        os.mkfifo(bad)
+    else:
+        bad.mkdir()
+    expected = {"loop": "symbolic link loop", "dangling": "broken symbolic link", "fifo": "not a regular file",
+                "folder": "got a folder"}[kind]
+    for path in (folder, bad) if kind != "folder" else (folder,):
+        with pytest.raises(InputError, match=expected) as excinfo:
+            read_dataset(path, format="pts")
+        assert str(excinfo.value).startswith(str(bad))
+    ds = read_dataset(folder, skip_bad=True)
+    assert ds.image_ids == ["a"] and ds.skipped == [(str(bad), ds.skipped[0][1])] and expected in ds.skipped[0][1]
+
+
+@pytest.mark.parametrize("name", ["l.csv", "a.json", "ann.txt"])
+def test_an_annotation_file_that_is_a_fifo(folder: Path, name: str) -> None:
+    os.mkfifo(folder / name)
+    with pytest.raises(InputError, match="not a regular file"):
+        read_dataset(folder / name)
+
+
+def test_an_unreadable_pts_file(folder: Path, monkeypatch) -> None:
+    (folder / "a.pts").write_text(pts())
+    real = Path.read_text
+
+    def denied(self, *args, **kwargs):
+        if self.name == "a.pts":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    with pytest.raises(InputError, match="cannot read: permission denied") as excinfo:
+        read_dataset(folder)
+    assert str(excinfo.value).startswith(str(folder / "a.pts"))
+
+
+def test_an_unreadable_sub_folder_is_named(folder: Path, monkeypatch) -> None:
+    (folder / "a.pts").write_text(pts())
+    (folder / "locked").mkdir()
+    real = os.scandir
+
+    def scandir(path="."):
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(InputError, match="cannot read this folder") as excinfo:
+        read_dataset(folder)
+    assert str(excinfo.value).startswith(str(folder / "locked"))
+
+
+def test_two_pts_files_differing_in_case_name_both(folder: Path) -> None:
+    (folder / "a.pts").write_text(pts())
+    (folder / "a.PTS").write_text(pts())
+    with pytest.raises(InputError, match="duplicate image id 'a': a.PTS and a.pts") as excinfo:
+        read_dataset(folder)
+    assert str(excinfo.value).startswith(str(folder / "a.pts"))
+    assert read_dataset(folder, skip_bad=True).skipped[0][0] == str(folder / "a.pts")
+
+
+@pytest.mark.parametrize(("category_id", "message"), [([1], "expected an integer or string category id, got [1]"),
+                                                      ({"id": 1}, "category id, got {\"id\": 1}")])
+def test_coco_category_id_of_the_wrong_type(folder: Path, category_id: object, message: str) -> None:
+    (folder / "a.json").write_text(coco(annotations=[coco_ann(1, 1, category_id=category_id)]))
+    with pytest.raises(InputError) as excinfo:
+        read_dataset(folder / "a.json")
+    assert str(excinfo.value).startswith(f"{folder / 'a.json'} [annotations[0].category_id]:") and message in str(
+        excinfo.value)
+
+
+def test_coco_huge_integers_and_deep_nesting(folder: Path) -> None:
+    (folder / "a.json").write_text(coco(annotations=[coco_ann(1, 1, bad={0: int("9" * 400)})]))
+    with pytest.raises(InputError, match=r"\[annotations\[0\]\.keypoints\[0\]\]: expected a finite number within"):
+        read_dataset(folder / "a.json")
+    (folder / "b.json").write_text(coco().replace('"images"', '"deep": ' + "[" * 100_000 + "]" * 100_000
+                                                  + ', "images"', 1))
+    with pytest.raises(InputError, match="nested too deeply"):
+        read_dataset(folder / "b.json")
+    (folder / "c.json").write_text(coco().replace('"id": 1', '"id": ' + "7" * 5000, 1))
+    with pytest.raises(InputError, match="invalid JSON"):
+        read_dataset(folder / "c.json")
+
+
+@pytest.mark.parametrize(("name", "text", "where"), [
+    ("a.pts", "version: 1\nn_points: 1\n{\n1e308 2\n}\n", ":4 [x]:"),
+    ("l.csv", wide(wide_row(bad={3: "-1e308"})), ":2 [y1]:"),
+    ("ann.txt", wflw(wflw_line(bad={5: "1e308"})), ":1 [y2]:"),
+    ("a.json", coco(annotations=[coco_ann(1, 1, bad={0: 1e308})]), " [annotations[0].keypoints[0]]:"),
+])
+def test_coordinates_beyond_any_image_are_refused(folder: Path, name: str, text: str, where: str) -> None:
+    (folder / name).write_text(text)
+    with pytest.raises(InputError, match="within") as excinfo:
+        read_dataset(folder / name)
+    assert str(excinfo.value).startswith(str(folder / name) + where), str(excinfo.value)
+
+
+def test_unclosed_csv_quote_is_reported_on_its_line(folder: Path) -> None:
+    rows = [wide_row(), wide_row("b.png"), wide_row('"a.png'), *[wide_row("b.png")] * 8, wide_row("a.png")]
+    path = folder / "w.csv"
+    path.write_text(wide(*rows))
+    with pytest.raises(InputError, match="never closes") as excinfo:
+        read_dataset(path)
+    assert str(excinfo.value).startswith(f"{path}:4:")
+    ds = read_dataset(path, skip_bad=True)
+    assert [place for place, _ in ds.skipped][:1] == [f"{path}:4"]
+    assert len(ds) == 11 and len(ds.skipped) == 1  # the lines after the bad one are read, not swallowed by it

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
+import stat
 from collections import Counter
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from auditor.errors import InputError
 from auditor.schemes import LandmarkScheme, get_scheme
 
 FORMATS = ("pts", "wflw", "csv", "coco")
+MAX_COORDINATE = 1e7  # px: far beyond any image, small enough that squared distances stay finite
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -22,13 +25,26 @@ def _module(fmt: str):
                                     "coco": "auditor.io.coco"}[fmt])
 
 
+def check_exists(path: Path) -> None:
+    """An InputError unless `path` exists (links followed), saying why not."""
+    if os.path.exists(path):
+        return
+    try:
+        os.stat(path)
+    except OSError as e:
+        raise InputError(os_reason(e, path) if e.errno != errno.ENOENT or os.path.lexists(path)
+                         else "no such file or folder", path=path) from None
+    except ValueError:
+        raise InputError("not a valid path", path=path) from None
+    raise InputError("no such file or folder", path=path)
+
+
 def detect_format(path: str | Path) -> str:
     """The format of a dataset path: a folder of `.pts`, a WFLW `.txt`, a `.csv` or a COCO `.json`."""
     path = Path(path)
-    if not path.exists():
-        raise InputError("no such file or folder", path=path)
-    if path.is_dir():
-        if next(iter(sorted(p for p in path.rglob("*") if p.suffix.lower() == ".pts")), None) is not None:
+    check_exists(path)
+    if os.path.isdir(path):
+        if list_files(path, ".pts"):
             return "pts"
         found = {fmt: sorted(path.glob(pattern)) for fmt, pattern in
                  (("wflw", "*.txt"), ("csv", "*.csv"), ("coco", "*.json"))}
@@ -53,8 +69,7 @@ def read_dataset(path: str | Path, *, format: str | None = None, scheme: str | L
     fmt = format or detect_format(path)
     if fmt not in FORMATS:
         raise InputError(f"unknown format '{fmt}': expected one of {', '.join(FORMATS)}")
-    if not path.exists():
-        raise InputError("no such file or folder", path=path)
+    check_exists(path)
     resolved = None if scheme is None else get_scheme(scheme)
     ds = _module(fmt).read(path, scheme=resolved, skip_bad=skip_bad,
                            images_root=None if images_root is None else Path(images_root))
@@ -106,6 +121,42 @@ def link_image_files(ds: Dataset, out_dir: Path) -> list[Path]:
     return rels
 
 
+def os_reason(error: OSError, path: str | Path) -> str:
+    """What an OSError on `path` means to a user, in a few words."""
+    if error.errno == errno.ELOOP:
+        return "a symbolic link loop"
+    if error.errno == errno.ENOENT and os.path.lexists(path):
+        return "a broken symbolic link (its target does not exist)"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return error.strerror or type(error).__name__
+
+
+def is_regular_file(path: str | Path) -> bool:
+    """True for a regular file (links followed): never a folder, FIFO, socket or device, a broken link or a path the
+    system refuses (too long, a NUL byte)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def list_files(root: Path, suffix: str) -> list[Path]:
+    """Every entry below folder `root` (recursively, links to folders not followed) whose name ends in `suffix`
+    (any case), sorted; an InputError for a sub-folder that cannot be read."""
+    found = []
+
+    def refuse(error: OSError) -> None:
+        where = error.filename or root
+        raise InputError(f"cannot read this folder ({os_reason(error, where)}); fix its permissions or move it out of "
+                         "the dataset", path=where)
+
+    for folder, dirs, files in os.walk(root, onerror=refuse):
+        dirs.sort()
+        found += [Path(folder) / name for name in files + dirs if name.lower().endswith(suffix)]
+    return sorted(found)
+
+
 def find_image_beside(annotation: Path) -> Path | None:
     """The image next to an annotation file with the same stem (or the stem less a `_NN` face suffix)."""
     stems = [annotation.stem]
@@ -115,7 +166,7 @@ def find_image_beside(annotation: Path) -> Path | None:
     for stem in stems:
         for suffix in IMAGE_SUFFIXES:
             for cand in (annotation.with_name(stem + suffix), annotation.with_name(stem + suffix.upper())):
-                if cand.is_file():
+                if is_regular_file(cand):
                     return cand
     return None
 
@@ -125,22 +176,34 @@ def read_annotation_text(path: Path, expected: str) -> str:
 
     `expected` names the format for the message, e.g. "a .csv file".
     """
-    if path.is_dir():
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError) as e:
+        reason = os_reason(e, path) if isinstance(e, OSError) else "not a valid path"
+        raise InputError(f"cannot read: {reason} (expected {expected})", path=path) from None
+    if stat.S_ISDIR(mode):
         raise InputError(f"expected {expected}, got a folder", path=path)
+    if not stat.S_ISREG(mode):
+        raise InputError(f"not a regular file (a FIFO, socket or device; expected {expected})", path=path)
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise InputError(f"not a UTF-8 text file (expected {expected})", path=path) from None
+    except OSError as e:
+        raise InputError(f"cannot read: {os_reason(e, path)} (expected {expected})", path=path) from None
 
 
 def parse_float(text: str, *, path: Path, line: int | None = None, field: str | None = None) -> float:
-    """A finite float from `text`, or an InputError naming where it came from."""
+    """A finite coordinate (|value| <= MAX_COORDINATE px) from `text`, or an InputError naming where it came from."""
     try:
         value = float(text)
     except ValueError:
-        raise InputError(f"expected a number, got {text!r}", path=path, line=line, field=field) from None
+        raise InputError(f"expected a number, got {text[:40]!r}", path=path, line=line, field=field) from None
     if value != value or value in (float("inf"), float("-inf")):
-        raise InputError(f"expected a finite number, got {text!r}", path=path, line=line, field=field)
+        raise InputError(f"expected a finite number, got {text[:40]!r}", path=path, line=line, field=field)
+    if abs(value) > MAX_COORDINATE:
+        raise InputError(f"expected a coordinate within +-{MAX_COORDINATE:g} px, got {text[:40]!r}", path=path,
+                         line=line, field=field)
     return value
 
 

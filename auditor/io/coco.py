@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -15,12 +14,30 @@ from PIL import Image
 from auditor.atomic import atomic_open
 from auditor.dataset import MISSING, Dataset
 from auditor.errors import InputError
-from auditor.io import prepare_file_write, read_annotation_text, unique_face_ids, where
+from auditor.io import MAX_COORDINATE, is_regular_file, prepare_file_write, read_annotation_text, unique_face_ids, where
 from auditor.schemes import BUILTIN_SCHEMES, Contour, LandmarkScheme, infer_scheme
 
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_coordinate(value: object) -> bool:
+    """A JSON number that is a usable coordinate: finite and within +-MAX_COORDINATE (a 400-digit integer is not)."""
+    if not _is_number(value):
+        return False
+    try:
+        return abs(float(value)) <= MAX_COORDINATE
+    except OverflowError:
+        return False
+
+
+def _show(value: object, limit: int = 40) -> str:
+    """`value` as JSON for a message, cut at `limit` characters."""
+    try:
+        return json.dumps(value)[:limit]
+    except (RecursionError, ValueError):  # nested too deeply, or an integer with too many digits
+        return type(value).__name__
 
 
 def _is_id(value: object) -> bool:
@@ -33,7 +50,7 @@ def _need(obj: dict, key: str, check: Callable[[Any], Any], expected: str, path:
     if key not in obj:
         raise InputError(f"missing field '{key}' (expected {expected})", path=path, field=place)
     if not check(obj[key]):
-        raise InputError(f"expected {expected}, got {json.dumps(obj[key])[:40]}", path=path, field=place)
+        raise InputError(f"expected {expected}, got {_show(obj[key])}", path=path, field=place)
     return obj[key]
 
 
@@ -45,6 +62,10 @@ def _load(path: Path) -> dict:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(f"invalid JSON: {e.msg} (column {e.colno})", path=path, line=e.lineno) from None
+    except RecursionError:
+        raise InputError("invalid JSON: nested too deeply", path=path) from None
+    except ValueError as e:  # e.g. an integer beyond Python's digit limit
+        raise InputError(f"invalid JSON: {' '.join(str(e).split())[:120]}", path=path) from None
     if not isinstance(data, dict):
         raise InputError("expected a JSON object with 'images', 'annotations' and 'categories'", path=path)
     for key in ("images", "annotations"):
@@ -77,7 +98,7 @@ def _categories(data: dict, path: Path) -> dict[object, tuple[int, dict]]:
                 if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(a, int) for a in pair)
                         and all(1 <= a <= len(names) for a in pair) and pair[0] != pair[1]):
                     raise InputError(f"expected a pair of different 1-based keypoint indices in [1, {len(names)}], "
-                                     f"got {json.dumps(pair)[:40]}", path=path, field=f"{field}.skeleton[{i}]")
+                                     f"got {_show(pair)}", path=path, field=f"{field}.skeleton[{i}]")
         out[cid] = (j, cat)
     return out
 
@@ -121,7 +142,7 @@ def _scheme(data: dict, categories: dict[object, tuple[int, dict]], scheme: Land
             ) -> LandmarkScheme:
     """The forced scheme, else the built-in named like the category's keypoints, else the one with as many points,
     else a custom scheme from the category."""
-    used = {a.get("category_id") for a in data["annotations"] if isinstance(a, dict)}
+    used = {a.get("category_id") for a in data["annotations"] if isinstance(a, dict) and _is_id(a.get("category_id"))}
     named = sorted((categories[c] for c in used if _is_id(c) and c in categories and "keypoints" in categories[c][1]),
                    key=lambda jc: jc[0])
     for j, cat in named[1:]:
@@ -162,9 +183,10 @@ def _keypoints(ann: dict, k: int, path: Path, field: str) -> tuple[np.ndarray, n
         raise InputError(f"expected {3 * k} numbers (x, y, v for {k} points), got {len(flat)}", path=path,
                          field=f"{field}.keypoints")
     for j, value in enumerate(flat):
-        if not _is_number(value) or not math.isfinite(value):
-            raise InputError(f"expected a finite number ({'xyv'[j % 3]} of point {j // 3}), got "
-                             f"{json.dumps(value)[:40]}", path=path, field=f"{field}.keypoints[{j}]")
+        if not _is_coordinate(value):
+            bound = f" within +-{MAX_COORDINATE:g}" if _is_number(value) else ""
+            raise InputError(f"expected a finite number{bound} ({'xyv'[j % 3]} of point {j // 3}), got "
+                             f"{_show(value)}", path=path, field=f"{field}.keypoints[{j}]")
     triples = np.asarray(flat, dtype=np.float64).reshape(k, 3)
     bad = np.flatnonzero(~np.isin(triples[:, 2], (0, 1, 2)))
     if len(bad):
@@ -180,10 +202,9 @@ def _bbox(ann: dict, path: Path, field: str) -> np.ndarray:
     if "bbox" not in ann:
         return np.full(4, np.nan)
     b = ann["bbox"]
-    if not (isinstance(b, list) and len(b) == 4 and all(_is_number(v) and math.isfinite(v) for v in b)
-            and b[2] >= 0 and b[3] >= 0):
+    if not (isinstance(b, list) and len(b) == 4 and all(_is_coordinate(v) for v in b) and b[2] >= 0 and b[3] >= 0):
         raise InputError(f"expected [x, y, width, height] with finite numbers and width, height >= 0, got "
-                         f"{json.dumps(b)[:60]}", path=path, field=f"{field}.bbox")
+                         f"{_show(b, 60)}", path=path, field=f"{field}.bbox")
     return np.array([b[0], b[1], b[0] + b[2], b[1] + b[3]], dtype=np.float64)
 
 
@@ -209,8 +230,11 @@ def read(path: Path, *, scheme: LandmarkScheme | None, skip_bad: bool, images_ro
                     raise InputError(f"duplicate annotation id {aid!r} (first in annotations[{first_ann[aid]}])",
                                      path=path, field=f"{field}.id")
                 first_ann[aid] = j
+            if "category_id" in ann and not _is_id(ann["category_id"]):
+                raise InputError(f"expected an integer or string category id, got {_show(ann['category_id'])}",
+                                 path=path, field=f"{field}.category_id")
             if "category_id" in ann and categories and ann["category_id"] not in categories:
-                raise InputError(f"unknown category id {json.dumps(ann['category_id'])[:40]}", path=path,
+                raise InputError(f"unknown category id {_show(ann['category_id'])}", path=path,
                                  field=f"{field}.category_id")
             iid = _need(ann, "image_id", _is_id, "an integer or string image id", path, field)
             if iid not in images:
@@ -218,7 +242,7 @@ def read(path: Path, *, scheme: LandmarkScheme | None, skip_bad: bool, images_ro
                                  field=f"{field}.image_id")
             index, name = images[iid]
             if iid not in image_error:
-                image_error[iid] = None if (root / name).is_file() else InputError(
+                image_error[iid] = None if is_regular_file(root / name) else InputError(
                     f"missing image {name!r} (looked in {root})", path=path, field=f"images[{index}].file_name")
             if image_error[iid] is not None:
                 raise image_error[iid]

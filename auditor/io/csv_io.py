@@ -13,7 +13,7 @@ import numpy as np
 from auditor.atomic import atomic_open
 from auditor.dataset import MISSING, VISIBLE, Dataset
 from auditor.errors import InputError
-from auditor.io import parse_float, prepare_file_write, read_annotation_text, unique_face_ids, where
+from auditor.io import is_regular_file, parse_float, prepare_file_write, read_annotation_text, unique_face_ids, where
 from auditor.schemes import BUILTIN_SCHEMES, LandmarkScheme, infer_scheme
 
 BOX_COLUMNS = ("box_x0", "box_y0", "box_x1", "box_y1")
@@ -33,18 +33,32 @@ class _Face:
         self.bad = False
 
 
+def _split(line: str) -> list[str]:
+    """The cells of one physical line. A landmark CSV never holds a line break inside a cell, so a quote left open
+    is an error on its own line (a multi-line reader would swallow the lines after it into one cell)."""
+    try:
+        return next(csv.reader([line], strict=True), [])
+    except csv.Error as e:
+        if "unexpected end of data" in str(e):
+            raise csv.Error("malformed CSV: a '\"' opens a quoted cell that this line never closes") from None
+        return next(csv.reader([line]), [])  # other quirks (text after a closing quote) read as before
+
+
 def _rows(path: Path, skip: list[tuple[str, str]] | None) -> tuple[int, list[str], list[tuple[int, list[str]]]]:
     """The header's line, its lower-cased column names, and each non-blank data row with its line number; a row
     with the wrong number of cells goes to `skip` (None: raise)."""
     text = read_annotation_text(path, "a .csv file")
-    reader = csv.reader(io.StringIO(text, newline=""))
     rows = []
-    try:
-        for row in reader:
-            if any(cell.strip() for cell in row):
-                rows.append((reader.line_num, [cell.strip() for cell in row]))
-    except csv.Error as e:
-        raise InputError(f"malformed CSV: {e}", path=path, line=reader.line_num) from None
+    for line, raw in enumerate(io.StringIO(text, newline=""), start=1):
+        try:
+            row = _split(raw.rstrip("\r\n"))
+        except csv.Error as e:
+            if skip is None or not rows:
+                raise InputError(str(e), path=path, line=line) from None
+            skip.append((where(path, line), str(e)))
+            continue
+        if any(cell.strip() for cell in row):
+            rows.append((line, [cell.strip() for cell in row]))
     if not rows:
         raise InputError(f"empty file: expected a header {_LAYOUTS}", path=path)
     header_line, header = rows[0]
@@ -72,7 +86,7 @@ def _image(rel: str, root: Path, path: Path, line: int) -> Path:
     if not rel:
         raise InputError("empty image path", path=path, line=line, field="image")
     image = root / rel
-    if not image.is_file():
+    if not is_regular_file(image):
         raise InputError(f"missing image {rel!r} (looked in {root})", path=path, line=line, field="image")
     return image
 

@@ -9,7 +9,14 @@ import numpy as np
 from auditor.atomic import atomic_write_text
 from auditor.dataset import MISSING, VISIBLE, Dataset
 from auditor.errors import InputError
-from auditor.io import find_image_beside, link_image_files, parse_float, read_annotation_text, relative_image_path
+from auditor.io import (
+    find_image_beside,
+    link_image_files,
+    list_files,
+    parse_float,
+    read_annotation_text,
+    relative_image_path,
+)
 from auditor.schemes import LandmarkScheme, infer_scheme
 
 
@@ -74,13 +81,19 @@ def format_pts(xy: np.ndarray) -> str:
 
 def read(root: Path, *, scheme: LandmarkScheme | None, skip_bad: bool, images_root: Path | None) -> Dataset:
     """Read every `.pts` below `root` (recursively, sorted) with the image beside each."""
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix.lower() == ".pts")
-    base = root.parent if root.is_file() else root
+    single = not root.is_dir()
+    files = [root] if single else list_files(root, ".pts")
+    base = root.parent if single else root
     if not files:
         raise InputError("empty folder: no .pts files below it", path=root)
     ids, images, points, skipped = [], [], [], []
+    first: dict[str, Path] = {}
     for f in files:
+        image_id = f.relative_to(base).with_suffix("").as_posix()
         try:
+            if image_id in first:
+                raise InputError(f"duplicate image id '{image_id}': {first[image_id].name} and {f.name} name the same "
+                                 "face (file names differing only in their suffix's case)", path=f)
             xy = parse_pts(f)
             if scheme is None:
                 scheme = infer_scheme(len(xy), source=str(f))
@@ -96,7 +109,8 @@ def read(root: Path, *, scheme: LandmarkScheme | None, skip_bad: bool, images_ro
                 raise
             skipped.append((str(f), e.message))
             continue
-        ids.append(f.relative_to(base).with_suffix("").as_posix())
+        first[image_id] = f
+        ids.append(image_id)
         images.append(image)
         points.append(xy)
     if not points:

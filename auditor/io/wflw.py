@@ -14,7 +14,15 @@ import numpy as np
 from auditor.atomic import atomic_open
 from auditor.dataset import MISSING, VISIBLE, Dataset
 from auditor.errors import InputError
-from auditor.io import parse_float, prepare_file_write, read_annotation_text, unique_face_ids, where
+from auditor.io import (
+    MAX_COORDINATE,
+    is_regular_file,
+    parse_float,
+    prepare_file_write,
+    read_annotation_text,
+    unique_face_ids,
+    where,
+)
 from auditor.schemes import LandmarkScheme, infer_scheme
 
 ATTRIBUTES = ("pose", "expression", "illumination", "make-up", "occlusion", "blur")
@@ -43,8 +51,9 @@ def _parse_line(tokens: list[str], k: int, path: Path, lineno: int) -> tuple[np.
     except ValueError:
         values = np.array([parse_float(t, path=path, line=lineno, field=_field_name(j, k))
                            for j, t in enumerate(numbers)])
-    if not np.isfinite(values).all():
-        j = int(np.flatnonzero(~np.isfinite(values))[0])
+    within = np.abs(values) <= MAX_COORDINATE  # False for NaN and inf too
+    if not within.all():
+        j = int(np.flatnonzero(~within)[0])
         parse_float(numbers[j], path=path, line=lineno, field=_field_name(j, k))
     attributes = []
     for j, text in enumerate(numbers[2 * k + len(BOX_FIELDS):], start=2 * k + len(BOX_FIELDS)):
@@ -63,7 +72,7 @@ def _parse_line(tokens: list[str], k: int, path: Path, lineno: int) -> tuple[np.
 def _find_image(rel: str, roots: list[Path]) -> tuple[int, Path] | None:
     """The index of the first root holding the image `rel`, and its path there."""
     for i, root in enumerate(roots):
-        if (root / rel).is_file():
+        if is_regular_file(root / rel):
             return i, root / rel
     return None
 
