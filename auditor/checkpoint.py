@@ -17,7 +17,8 @@ import torch
 
 from auditor.atomic import atomic_open
 from auditor.errors import InputError
-from auditor.model import Config, LandmarkModel
+from auditor.model import LandmarkModel
+from auditor.model.presets import config_from_json
 from auditor.schemes import LandmarkScheme, scheme_from_json
 
 FORMAT_VERSION = 1
@@ -58,13 +59,36 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         raise InputError(f"not a readable checkpoint ({type(e).__name__})", path=path) from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise InputError(f"not a landmark-auditor checkpoint (format {FORMAT_VERSION} expected)", path=path)
+    for key in ("config", "scheme", "model", "state"):
+        if not isinstance(payload.get(key), dict):
+            raise InputError("a damaged checkpoint: expected a mapping", path=path, field=key)
+    payload["path"] = str(path)
     return payload
 
 
 def model_from_checkpoint(payload: dict[str, Any]) -> tuple[LandmarkModel, LandmarkScheme]:
-    """The model (eval mode, on CPU) and scheme stored in a loaded checkpoint."""
-    config = Config(**payload["config"])
-    scheme = scheme_from_json(payload["scheme"], source="checkpoint scheme")
+    """The model (eval mode, on CPU) and scheme stored in a loaded checkpoint; an InputError naming the file when
+    its config, scheme or weights do not fit together.
+
+    The network is first built on the meta device (no memory), so a config asking for a huge network is refused by
+    comparing its weight shapes with the file's before anything is allocated.
+    """
+    source = payload.get("path", "checkpoint")
+    config = config_from_json(payload.get("config"), source=source)
+    scheme = scheme_from_json(payload.get("scheme"), source=source, field="scheme")
+    weights = payload.get("model")
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise InputError("a damaged checkpoint: expected the weights as a mapping of tensors", path=source,
+                         field="model")
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in LandmarkModel(scheme.num_points, config).state_dict().items()}
+    stored = {name: tuple(t.shape) for name, t in weights.items()}
+    if stored != expected:
+        differ = sorted(set(stored) ^ set(expected)) or sorted(n for n in expected if stored[n] != expected[n])
+        raise InputError(f"the weights do not fit the stored config and scheme ({len(differ)} tensors differ, e.g. "
+                         f"{differ[0]!r})", path=source, field="model")
+    if not all(t.is_floating_point() or t.dtype == torch.int64 for t in weights.values()):
+        raise InputError("a damaged checkpoint: weights of an unexpected type", path=source, field="model")
     model = LandmarkModel(scheme.num_points, config)
-    model.load_state_dict(payload["model"])
+    model.load_state_dict(weights)
     return model.eval(), scheme

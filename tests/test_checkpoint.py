@@ -1,3 +1,4 @@
+import dataclasses
 import os
 
 import pytest
@@ -47,3 +48,32 @@ def test_foreign_and_missing_files(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(InputError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "none.pt")
+
+
+def _payload(scheme, **replace):
+    model = LandmarkModel(19, get_preset("tiny"))
+    payload = {"format_version": 1, "config": dataclasses.asdict(model.config), "scheme": scheme.to_json(),
+               "model": model.state_dict(), "state": {}}
+    payload.update(replace)
+    return payload
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (lambda p: p["config"].update(stacks="two"), "[config.stacks]: expected int, got str"),
+    (lambda p: p["config"].update(colour="red"), "[config]: unknown field 'colour'"),
+    (lambda p: p["config"].update(input_size=100_000, heatmap_size=25_000), "[config.input_size]: input_size must be"),
+    (lambda p: p["config"].update(channels=4096), "[config.channels]: channels must be at most"),
+    (lambda p: p["scheme"].update(points=[{"name": 3}]), "[scheme.points[0]]: field 'name' has the wrong type"),
+    (lambda p: p["scheme"].update(flip_pairs=[[0, 99]]), "[scheme]: scheme 'aflw_19': flip pair (0, 99)"),
+    (lambda p: p["model"].pop(next(iter(p["model"]))), "[model]: the weights do not fit"),
+    (lambda p: p["model"].update({next(iter(p["model"])): torch.zeros(3)}), "[model]: the weights do not fit"),
+    (lambda p: p.update(state=[1, 2]), "[state]: a damaged checkpoint: expected a mapping"),
+    (lambda p: p.update(config="cpu"), "[config]: a damaged checkpoint"),
+])
+def test_a_checkpoint_with_the_wrong_contents_names_the_file_and_field(tmp_path, change, expected):
+    payload = _payload(BUILTIN_SCHEMES["aflw_19"])
+    change(payload)
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(InputError) as e:
+        model_from_checkpoint(load_checkpoint(tmp_path / "bad.pt"))
+    assert str(e.value).startswith(str(tmp_path / "bad.pt") + " ") and expected in str(e.value), str(e.value)

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 from auditor.errors import InputError
+from auditor.validation import dataclass_from_json
 
 ROUND_TARGETS = ("proposed", "searched")
 
@@ -60,6 +61,13 @@ class Config:
         for name in ("stacks", "channels", "depth", "ghcu_channels", "batch_size", "epochs", "min_images"):
             if getattr(self, name) < (0 if name in ("epochs", "min_images") else 1):
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}", field=name)
+        # far beyond any preset; a config from a file asking for more is damaged, not ambitious
+        for name, most in (("input_size", 1024), ("heatmap_size", 256), ("stacks", 16), ("depth", 8),
+                           ("channels", 2048), ("ghcu_channels", 2048)):
+            if getattr(self, name) > most:
+                raise InputError(f"{name} must be at most {most}, got {getattr(self, name)}", field=name)
+        if not 0 < self.sigma <= 16:
+            raise InputError(f"sigma must be in (0, 16] heatmap px, got {self.sigma}", field="sigma")
 
     def for_dataset(self, num_faces: int) -> Config:
         """This config with round 0's hourglass and GHCU epochs each raised to ceil(min_images / num_faces)
@@ -99,6 +107,12 @@ def get_preset(name: str, **overrides: object) -> Config:
             raise InputError(f"unknown config field '{key}': expected one of {', '.join(fields)}")
         values[key] = _convert(key, value, type(getattr(base, key)))
     return dataclasses.replace(base, **values)
+
+
+def config_from_json(data: object, *, source: str | None = None) -> Config:
+    """A Config from the dict a checkpoint stores (`dataclasses.asdict`); an InputError naming `source` and the field
+    for an unknown field or a value of the wrong type."""
+    return dataclass_from_json(Config, data, source=source, field="config")
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:
