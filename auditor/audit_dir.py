@@ -15,6 +15,7 @@ import pandas as pd
 
 from auditor.dataset import Dataset
 from auditor.errors import InputError
+from auditor.io import is_regular_file
 
 FORMAT_VERSION = 1
 MANIFEST, POINTS, IMAGES, REVIEWS = "manifest.json", "points.parquet", "images.parquet", "reviews.sqlite"
@@ -42,6 +43,19 @@ def audit_path(audit_dir: str | Path) -> Path:
     return audit_dir
 
 
+def is_audit_directory(folder: str | Path) -> bool:
+    """True for a folder whose manifest.json is an audit's (a JSON object with `format_version` and `tool_version`),
+    whatever its version: a folder an audit may replace."""
+    path = Path(folder) / MANIFEST
+    try:
+        if not path.is_file() or path.stat().st_size > 1 << 24:
+            return False
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(manifest, dict) and {"format_version", "tool_version"} <= set(manifest)
+
+
 def load_manifest(audit_dir: str | Path) -> dict:
     """`AUDIT/manifest.json`, checked: a JSON object of this format version with the dataset's fingerprint."""
     path = audit_path(audit_dir) / MANIFEST
@@ -50,7 +64,11 @@ def load_manifest(audit_dir: str | Path) -> dict:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"not valid JSON ({e})", path=path) from None
+        raise InputError(f"not valid JSON ({' '.join(str(e).split())[:160]})", path=path) from None
+    except (RecursionError, ValueError):
+        raise InputError("not valid JSON (nested too deeply or a number too long)", path=path) from None
+    except OSError as e:
+        raise InputError(f"cannot read: {e.strerror or type(e).__name__}", path=path) from None
     if not isinstance(manifest, dict):
         raise InputError("expected a JSON object", path=path)
     version = manifest.get("format_version")
@@ -65,18 +83,77 @@ def load_manifest(audit_dir: str | Path) -> dict:
     return manifest
 
 
+# the kind of every documented column (docs/audit_format.md); a column present must hold its kind
+_TEXT_OR_EMPTY = ("issue_type", "worst_point_name")
+_POSITIONS = tuple(f"{axis}_{name}" for name in ("human", "searched", "searched_broad", "pred", "mode")
+                   for axis in "xy")
+_KINDS = {
+    "image_id": "text", "point_name": "text", "group": "text", "image_path": "text", "issue_type": "text",
+    "worst_point_name": "text",
+    "face": "integer", "point": "integer", "num_label_issues": "integer", "worst_point": "integer",
+    "is_contour": "bool", "is_label_issue": "bool", "swapped_sides": "bool",
+    **{name: "number" for name in (*_POSITIONS, "searched_nme", "pred_err_nme", "mode_peak", "peak", "anisotropy",
+                                   "angle", "gaussianity_human", "gaussianity_searched", "flat_hat", "confidence",
+                                   "search_gain", "tangential_nme", "normal_nme", "shape_residual_nme",
+                                   "pca_residual_nme", "label_score", "normaliser", "nme_searched", "nme_pred",
+                                   "image_label_score", "swap_ratio")},
+}
+
+
+def _checked_column(values: pd.Series, name: str, path: Path) -> pd.Series:
+    """`values` of column `name` as its documented kind (_KINDS); an InputError naming the file and column for a
+    value of another kind."""
+    kind = _KINDS[name]
+
+    def refuse(expected: str) -> InputError:
+        bad = values[values.notna()].head(1).tolist() if kind != "bool" else values.head(1).tolist()
+        example = f" (e.g. {str(bad[0])[:40]!r})" if bad else ""
+        return InputError(f"expected {expected}, got {values.dtype} values{example}", path=path, field=name)
+
+    if kind == "text":
+        if name in _TEXT_OR_EMPTY:
+            values = values.astype(object).where(values.notna(), "")
+        typed = isinstance(values.dtype, pd.StringDtype)
+        if values.isna().any() or not (typed or values.map(lambda v: isinstance(v, str)).all()):
+            raise refuse("text in every row")
+        return values.astype("string")
+    if kind == "bool":
+        if not pd.api.types.is_bool_dtype(values) or values.isna().any():
+            raise refuse("true / false in every row")
+        return values.astype(bool)
+    if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
+        raise refuse("numbers")
+    numbers = values.astype(np.float64)
+    if kind == "integer":
+        finite = np.isfinite(numbers)
+        if not finite.all() or (numbers != np.round(numbers)).any() or (numbers.abs() > 2**31).any():
+            raise refuse("integers in every row")
+        return numbers.astype(np.int64) if not pd.api.types.is_integer_dtype(values) else values
+    if name in _POSITIONS or name == "normaliser":
+        if np.isinf(numbers).any() or (numbers.abs() > 1e9).any():
+            raise refuse("finite positions (NaN where there is none)")
+    if name == "label_score" and ((numbers < 0) | (numbers > 1)).any():
+        raise refuse("scores in [0, 1]")
+    return numbers if values.dtype == object else values
+
+
 def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    if not path.is_file():
+    if not is_regular_file(path):
         raise InputError("missing: the audit is incomplete (re-run `auditor audit`)", path=path)
     try:
         table = pd.read_parquet(path)
     except Exception as e:  # pyarrow raises several types for a damaged or foreign file
-        raise InputError(f"not a readable parquet file ({type(e).__name__}: {e})".replace("\n", " "),
+        raise InputError(f"not a readable parquet file ({type(e).__name__}: {' '.join(str(e).split())[:200]})",
                          path=path) from None
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise InputError(f"missing column(s) {', '.join(missing)}", path=path)
-    return table
+    if len(set(map(str, table.columns))) != len(table.columns):
+        raise InputError("duplicated column names", path=path)
+    for name in table.columns:
+        if name in _KINDS:
+            table[name] = _checked_column(table[name], name, path)
+    return table.reset_index(drop=True)
 
 
 def load_audit(audit_dir: str | Path) -> Audit:
@@ -85,11 +162,31 @@ def load_audit(audit_dir: str | Path) -> Audit:
     manifest = load_manifest(audit_dir)
     points = _read_table(audit_dir / POINTS, POINT_COLUMNS)
     images = _read_table(audit_dir / IMAGES, IMAGE_COLUMNS)
+    repeated = images.image_id[images.image_id.duplicated()]
+    if len(repeated):
+        raise InputError(f"image_id '{repeated.iloc[0]}' has {int((images.image_id == repeated.iloc[0]).sum())} rows; "
+                         "expected one row per face", path=audit_dir / IMAGES, field="image_id")
+    twice = points[points.duplicated(["image_id", "point"])]
+    if len(twice):
+        raise InputError(f"point {twice.point.iloc[0]} of '{twice.image_id.iloc[0]}' has several rows; expected one "
+                         "row per (image_id, point)", path=audit_dir / POINTS, field="point")
     unknown = sorted(set(points.image_id) - set(images.image_id))
     if unknown:
         raise InputError(f"image_id '{unknown[0]}' is not in images.parquet ({len(unknown)} such ids)",
                          path=audit_dir / POINTS)
+    k = _scheme_size(manifest)
+    if (points.point < 0).any() or (k is not None and (points.point >= k).any()):
+        bad = points.point[(points.point < 0) | (points.point >= (k or 2**31))].iloc[0]
+        raise InputError(f"point {bad} is not a point of the audit's scheme ({k} points)", path=audit_dir / POINTS,
+                         field="point")
     return Audit(manifest, points, images)
+
+
+def _scheme_size(manifest: dict) -> int | None:
+    """The number of points of the manifest's scheme, when it names them."""
+    scheme = manifest.get("scheme")
+    points = scheme.get("points") if isinstance(scheme, dict) else None
+    return len(points) if isinstance(points, list) and points else None
 
 
 PREDICTED_ISSUES = ("gross_error", "off_contour", "swapped_sides")
@@ -137,8 +234,15 @@ def load_audited_dataset(manifest: dict, audit_dir: str | Path) -> Dataset:
     for key in ("path", "format"):
         if not isinstance(info.get(key), str) or not info[key]:
             raise InputError("the audit does not say where its dataset is: expected a non-empty string",
-                             path=MANIFEST, field=f"dataset.{key}")
-    scheme = scheme_from_json(manifest["scheme"]) if isinstance(manifest.get("scheme"), dict) else info.get("scheme")
+                             path=Path(audit_dir) / MANIFEST, field=f"dataset.{key}")
+    scheme = manifest.get("scheme")
+    if isinstance(scheme, dict):
+        scheme = scheme_from_json(scheme, source=Path(audit_dir) / MANIFEST, field="scheme")
+    elif not isinstance(info.get("scheme"), str):
+        raise InputError("expected the scheme as an object (or its name in dataset.scheme)",
+                         path=Path(audit_dir) / MANIFEST, field="scheme")
+    else:
+        scheme = info["scheme"]
     path, images_root = dataset_location(manifest, audit_dir)
     ds = read_dataset(path, format=info["format"], scheme=scheme, images_root=images_root)
     if ds.fingerprint() != info["fingerprint"]:

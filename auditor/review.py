@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import math
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -112,10 +113,28 @@ class ReviewStore:
             with self._connect(create=False) as con:
                 self._check(con)
 
+    def _read_only(self) -> bool:
+        """True when the audit folder cannot be written (a read-only mount, or no permission)."""
+        return not os.access(self.audit_dir, os.W_OK)
+
     @contextlib.contextmanager
     def _connect(self, *, create: bool) -> Iterator[sqlite3.Connection]:
-        """A fresh connection in autocommit mode (transactions are explicit); sqlite errors become InputErrors."""
-        uri = self.path.absolute().as_uri() + ("?mode=rwc" if create else "?mode=rw")
+        """A fresh connection in autocommit mode (transactions are explicit); sqlite errors become InputErrors.
+
+        In a folder that cannot be written, SQLite cannot make the WAL's shared-memory file, so reads open the
+        file as immutable; that is exact only when no write-ahead log is left over, and refused otherwise.
+        """
+        mode = "?mode=rwc" if create else "?mode=rw"
+        if self._read_only():
+            if create:
+                raise InputError("the audit folder is read-only: decisions cannot be recorded (copy the audit "
+                                 "folder somewhere writable)", path=self.audit_dir)
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                raise InputError("the audit folder is read-only and its write-ahead log holds decisions not yet in "
+                                 "the database: open it once where it can be written", path=wal)
+            mode = "?mode=ro&immutable=1"
+        uri = self.path.absolute().as_uri() + mode
         try:
             con = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         except sqlite3.Error as e:

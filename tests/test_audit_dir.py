@@ -22,6 +22,14 @@ def edit_manifest(audit, **changes):
     (audit / "manifest.json").write_text(json.dumps(manifest))
 
 
+def edit_table(audit, name, **columns):
+    """Rewrite AUDIT/name.parquet with some columns replaced by a function of themselves."""
+    table = pd.read_parquet(audit / f"{name}.parquet")
+    for column, change in columns.items():
+        table[column] = change(table[column])
+    table.to_parquet(audit / f"{name}.parquet")
+
+
 @pytest.mark.parametrize(("damage", "expected"), [
     (lambda a: shutil.rmtree(a), "no such audit directory"),
     (lambda a: (a / "manifest.json").unlink(), "missing manifest.json"),
@@ -33,6 +41,19 @@ def edit_manifest(audit, **changes):
     (lambda a: (a / "images.parquet").write_bytes(b"garbage"), "not a readable parquet file"),
     (lambda a: pd.read_parquet(a / "images.parquet").drop(columns="normaliser").to_parquet(a / "images.parquet"),
      "missing column(s) normaliser"),
+    (lambda a: edit_table(a, "points", x_human=lambda c: c.astype(str)), "[x_human]: expected numbers"),
+    (lambda a: edit_table(a, "points", point=lambda c: c.astype(float).where(c != 3)), "[point]: expected integers"),
+    (lambda a: edit_table(a, "points", point=lambda c: c + 100), "point 100 is not a point of the audit's scheme"),
+    (lambda a: edit_table(a, "points", image_id=lambda c: c.where(c != "face_0001")), "[image_id]: expected text"),
+    (lambda a: edit_table(a, "points", is_label_issue=lambda c: c.astype(str)), "[is_label_issue]: expected true"),
+    (lambda a: edit_table(a, "points", label_score=lambda c: c * 5), "[label_score]: expected scores in [0, 1]"),
+    (lambda a: edit_table(a, "points", y_searched=lambda c: c.where(c < 50, float("inf"))), "[y_searched]: expected"),
+    (lambda a: edit_table(a, "images", normaliser=lambda c: c.astype(object).where(c > 1e9, "wide")),
+     "[normaliser]: expected numbers"),
+    (lambda a: pd.concat([pd.read_parquet(a / "images.parquet")] * 2).to_parquet(a / "images.parquet"),
+     "images.parquet [image_id]: image_id 'face_0000' has 2 rows"),
+    (lambda a: pd.concat([pd.read_parquet(a / "points.parquet")] * 2).to_parquet(a / "points.parquet"),
+     "points.parquet [point]: point 0 of 'face_0000' has several rows"),
 ])
 def test_bad_audits_name_the_file(audit, damage, expected):
     damage(audit)
@@ -47,3 +68,10 @@ def test_audited_dataset_is_checked_against_the_fingerprint(tmp_path):
     move_first_point(faces / "face_0002.pts")
     with pytest.raises(InputError, match="the dataset changed since the audit"):
         load_audited_dataset(load_manifest(audit), audit)
+
+
+def test_a_bad_scheme_in_the_manifest_names_the_file(audit):
+    edit_manifest(audit, scheme={"name": "mine", "points": [{"name": "a"}, {"name": "a"}]})
+    with pytest.raises(InputError) as e:
+        load_audited_dataset(load_manifest(audit), audit)
+    assert str(e.value).startswith(f"{audit / 'manifest.json'} [scheme]: scheme 'mine': point names must be unique")

@@ -1,9 +1,12 @@
 import json
 import multiprocessing
 import sqlite3
+import subprocess
+import sys
 from datetime import datetime, timedelta
 
 import numpy as np
+import pandas as pd
 import pytest
 from audit_fixture import (
     OFFSET,
@@ -166,3 +169,51 @@ def test_help():
     for command in ("review", "export-corrections"):
         r = auditor(command, "--help")
         assert r.returncode == 0 and "Usage" in r.stdout
+
+
+def _spoil_row(audit, column, value):
+    ReviewStore(audit).record("face_0000", 3, "accept", x=1.0, y=2.0)
+    con = sqlite3.connect(audit / "reviews.sqlite")
+    con.execute("PRAGMA ignore_check_constraints = 1")
+    con.execute(f"UPDATE decisions SET {column} = ?", (value,))
+    con.commit()
+    con.close()
+
+
+@pytest.mark.parametrize(("column", "value", "expected"), [
+    ("point", "three", "decision id 1 has point 'three'; expected a non-negative integer"),
+    ("point", 2.5, "has point '2.5'"), ("point", -1, "has point '-1'"), ("x", "left", "has x 'left'"),
+    ("decision", "maybe", "has decision 'maybe'"), ("x", float("inf"), "has x 'inf'"),
+])
+def test_a_review_row_of_the_wrong_type_names_the_row(audit, column, value, expected):
+    _spoil_row(audit, column, value)
+    with pytest.raises(InputError, match="reviews.sqlite") as e:
+        ReviewStore(audit).latest()
+    assert expected in str(e.value)
+    assert_one_line_error(auditor("export-corrections", audit, "-o", audit.parent / "c.csv"), expected)
+
+
+def test_closed_stdin_asks_for_yes(audit):
+    r = auditor("review", audit, "--accept-where", "label_score < 0.2", stdin="")
+    assert r.returncode == 2 and "pass --yes" in r.stderr.splitlines()[-1] and "Traceback" not in r.stderr
+    assert not (audit / "reviews.sqlite").exists()
+
+
+def _read_only_mounts() -> bool:
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _read_only_mounts(), reason="cannot make a read-only mount here (unshare -m)")
+def test_a_read_only_audit_can_be_exported_not_reviewed(audit, tmp_path):
+    ReviewStore(audit).record("face_0000", 3, "reject")
+    view = tmp_path / "view"
+    view.mkdir()
+    script = (f"mount --bind {audit} {view} && mount -o remount,bind,ro {view} && "
+              f"{sys.executable} -m auditor.cli review {view} --accept-where 'label_score < 0.2' --yes; "
+              f"echo rc=$?; {sys.executable} -m auditor.cli export-corrections {view} --only all -o {tmp_path}/c.csv")
+    r = subprocess.run(["unshare", "-m", "bash", "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "rc=2" in r.stdout and "the audit folder is read-only" in r.stderr and "Traceback" not in r.stderr
+    table = pd.read_csv(tmp_path / "c.csv")
+    assert (table.decision == "reject").sum() == 1
