@@ -27,19 +27,21 @@ from tqdm import tqdm
 
 from auditor import __version__
 from auditor.atomic import atomic_directory, atomic_write_text
-from auditor.audit_dir import FORMAT_VERSION, load_audit, load_manifest
+from auditor.audit_dir import FORMAT_VERSION, is_audit_directory, load_audit, load_manifest
 from auditor.checkpoint import load_checkpoint, model_from_checkpoint
 from auditor.dataset import Dataset
 from auditor.errors import InputError
 from auditor.geometry import apply_affine
 from auditor.heatmaps import decode, refine_peaks, smooth
 from auditor.inference import Batch, iterate_heatmaps
-from auditor.io import relative_image_path
+from auditor.io import is_regular_file, relative_image_path
 from auditor.model import LandmarkModel
+from auditor.outputs import check_apart, check_writable_location, dataset_inputs, is_empty_folder
 from auditor.schemes import LandmarkScheme, scheme_from_json
 from auditor.scoring import ScoringConfig, score_points
 from auditor.search import SearchConfig, clamped_patches, search
 from auditor.shape_stats import shape_stats
+from auditor.validation import dataclass_from_json
 
 REVIEW_FILES = ("reviews.sqlite", "reviews.sqlite-wal", "reviews.sqlite-shm")
 _MEASURES = ("mode_peak", "peak", "anisotropy", "angle", "gaussianity_human", "gaussianity_searched", "flat_hat",
@@ -268,9 +270,12 @@ def audit_tables(model: LandmarkModel, ds: Dataset, *, search_config: SearchConf
     return score_points(points, images, ds.scheme, scoring)
 
 
-def _check_replaceable(out: Path) -> None:
-    """An InputError unless `out` is absent, an empty folder or an earlier audit: an audit replaces it whole."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
+def _check_replaceable(out: Path, inputs: list[Path]) -> None:
+    """An InputError unless `out` is absent, an empty folder or an earlier audit (an audit replaces it whole), and
+    apart from every input (`outputs.check_apart`)."""
+    check_writable_location(out, field="--out")
+    check_apart(out, inputs, field="--out")
+    if os.path.lexists(out) and not is_empty_folder(out) and not is_audit_directory(out):
         raise InputError("exists and is not an audit directory; refusing to replace it (choose another --out)",
                          path=out)
 
@@ -318,7 +323,8 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
     started = time.perf_counter()
     search_config, scoring = search_config or SearchConfig(), scoring or ScoringConfig()
     checkpoint = Path(checkpoint)
-    _check_replaceable(Path(out))
+    inputs = [checkpoint, *dataset_inputs(ds, (source or {}).get("path") or ds.root)]
+    _check_replaceable(Path(out), inputs)
     payload = load_checkpoint(checkpoint)
     model, model_scheme = model_from_checkpoint(payload)
     if model_scheme.num_points != ds.num_points:
@@ -384,37 +390,108 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
     return manifest
 
 
+def _shard_info(manifest: dict, path: Path) -> dict:
+    """The manifest fields `merge_audits` reads, checked: an InputError naming the shard's manifest and the field."""
+    where = path / "manifest.json"
+    shard = manifest.get("shard")
+    if shard is None:
+        raise InputError("not a shard (audited without --shard)", path=path)
+
+    def integer(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not (isinstance(shard, dict) and integer(shard.get("index")) and integer(shard.get("count"))
+            and 0 <= shard["index"] < shard["count"] and isinstance(shard.get("faces"), list)
+            and len(shard["faces"]) == 2 and all(integer(f) for f in shard["faces"])
+            and 0 <= shard["faces"][0] <= shard["faces"][1]):
+        raise InputError("expected {\"index\": i, \"count\": n, \"faces\": [start, stop]} with 0 <= i < n", path=where,
+                         field="shard")
+    for key in ("model", "heatmaps", "timing"):
+        if not isinstance(manifest.get(key), dict):
+            raise InputError("missing or not an object", path=where, field=key)
+    seconds = manifest["timing"].get("seconds")
+    if not (isinstance(seconds, int | float) and not isinstance(seconds, bool) and 0 <= seconds < 1e12):
+        raise InputError("expected a number of seconds", path=where, field="timing.seconds")
+    for key in ("path", "images_root"):
+        if not isinstance(manifest["dataset"].get(key), str | None):
+            raise InputError("expected a path or null", path=where, field=f"dataset.{key}")
+    return shard
+
+
+_STORE = {"windows.npy": np.float16, "origins.npy": np.int16, "to_heatmap.npy": np.float64}
+
+
+def _store_arrays(shard_dir: Path, faces: int, k: int) -> dict[str, np.ndarray]:
+    """A shard's heatmap store, memory-mapped and checked against its face count and K (docs/audit_format.md)."""
+    arrays = {}
+    for name, dtype in _STORE.items():
+        path = shard_dir / "heatmaps" / name
+        if not is_regular_file(path):
+            raise InputError("missing: the shard is incomplete (audit it again)", path=path)
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise InputError(f"not a readable .npy array ({' '.join(str(e).split())[:120]})", path=path) from None
+        tail = {"windows.npy": array.shape[2:3] * 2, "origins.npy": (2,), "to_heatmap.npy": (3, 3)}[name]
+        wanted = (faces, k, *tail) if name != "to_heatmap.npy" else (faces, *tail)
+        if array.dtype != dtype or array.shape != wanted or (name == "windows.npy" and array.ndim != 4):
+            raise InputError(f"expected {np.dtype(dtype).name} of shape {wanted}, got {array.dtype} of shape "
+                             f"{array.shape}", path=path)
+        arrays[name] = array
+    return arrays
+
+
 def merge_audits(shards: list[Path], out: str | Path, *, scoring: ScoringConfig | None = None) -> dict:
     """Concatenate the shard audits of one dataset and model into one audit, re-scored over all faces."""
+    if not shards:
+        raise InputError("no shard audits given")
+    shards = [Path(s) for s in shards]
     manifests = [load_manifest(s) for s in shards]
-    _check_replaceable(Path(out))
+    _check_replaceable(Path(out), list(shards))
+    infos = [_shard_info(m, path) for path, m in zip(shards, manifests, strict=True)]
+    schemes = [scheme_from_json(m.get("scheme"), source=path / "manifest.json", field="scheme")
+               for path, m in zip(shards, manifests, strict=True)]
+    scorings = [dataclass_from_json(ScoringConfig, m.get("scoring"), source=path / "manifest.json", field="scoring")
+                for path, m in zip(shards, manifests, strict=True)]
     first = manifests[0]
     for path, m in zip(shards, manifests, strict=True):
-        if m.get("shard") is None:
-            raise InputError("not a shard (audited without --shard)", path=path)
         for key, what in (("dataset", "fingerprint"), ("model", "sha256"), ("heatmaps", "flip_averaged")):
             if m[key].get(what) != first[key].get(what):
                 raise InputError(f"another {key} than {shards[0]} ({what} differs)", path=path)
-    count = first["shard"]["count"]
-    order = sorted(range(len(shards)), key=lambda i: manifests[i]["shard"]["index"])
-    indices = [manifests[i]["shard"]["index"] for i in order]
-    if indices != list(range(count)) or any(m["shard"]["count"] != count for m in manifests):
+        for key in ("scheme", "scoring"):
+            if m.get(key) != first.get(key):
+                raise InputError(f"another {key} than {shards[0]}", path=path / "manifest.json", field=key)
+    count = infos[0]["count"]
+    order = sorted(range(len(shards)), key=lambda i: infos[i]["index"])
+    indices = [infos[i]["index"] for i in order]
+    if indices != list(range(count)) or any(info["count"] != count for info in infos):
         raise InputError(f"expected shards 0..{count - 1} of {count} exactly once, got {sorted(indices)}",
                          path=shards[0])
-    scheme: LandmarkScheme = scheme_from_json(first["scheme"], source="audit manifest")
-    scoring = scoring or ScoringConfig(**first["scoring"])
+    scheme: LandmarkScheme = schemes[0]
+    scoring = scoring or scorings[0]
+    tables = [load_audit(shards[i]) for i in order]  # validated: a damaged shard is an InputError naming it
+    stores = []
+    for i, table in zip(order, tables, strict=True):
+        if len(table.images) != infos[i]["faces"][1] - infos[i]["faces"][0]:
+            raise InputError(f"images.parquet holds {len(table.images)} faces but the manifest's shard "
+                             f"{infos[i]['faces']} says {infos[i]['faces'][1] - infos[i]['faces'][0]}",
+                             path=shards[i] / "images.parquet")
+        stores.append(_store_arrays(shards[i], len(table.images), scheme.num_points))
+    sides = {store["windows.npy"].shape[2] for store in stores}
+    if len(sides) > 1:
+        raise InputError(f"the shards' heatmap windows differ in size ({sorted(sides)})", path=shards[0])
     started = time.perf_counter()
     with atomic_directory(out, carry=REVIEW_FILES) as tmp:
         (tmp / "heatmaps").mkdir()
-        for name in ("windows.npy", "origins.npy", "to_heatmap.npy"):
-            arrays = [np.load(Path(shards[i]) / "heatmaps" / name, mmap_mode="r") for i in order]
+        for name in _STORE:
+            arrays = [store[name] for store in stores]
             shape = (sum(len(a) for a in arrays),) + arrays[0].shape[1:]
             with _NpyWriter(tmp / "heatmaps" / name, arrays[0].dtype, shape) as merged:
                 for a in arrays:
                     for lo in range(0, len(a), 256):
                         merged.append(a[lo:lo + 256])
             del arrays
-        tables = [load_audit(shards[i]) for i in order]  # validated: a damaged shard is an InputError naming it
+        del stores
         points = pd.concat([t.points for t in tables], ignore_index=True)
         images = pd.concat([t.images for t in tables], ignore_index=True)
         del tables

@@ -7,9 +7,13 @@ same crops.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from PIL import Image, ImageFilter
+from torch.utils.data import default_collate
 
 from auditor.dataset import Dataset
 from auditor.errors import InputError
@@ -30,12 +34,51 @@ def face_squares(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_image(path) -> Image.Image:
-    """An RGB PIL image, or an InputError naming the file."""
+    """An RGB PIL image, or an InputError naming the file (PIL's decoders raise many types for a damaged file, and
+    an image beyond PIL's decompression-bomb limit is refused rather than warned about)."""
     try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read the image: {e}", path=path) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return im.convert("RGB")
+    except Exception as e:  # the file is untrusted input: any failure to decode it is the user's to fix
+        reason = " ".join(str(e).split())[:160] or type(e).__name__
+        raise InputError(f"cannot read the image: {reason}", path=path) from None
+
+
+class _Caught(torch.utils.data.Dataset):
+    """The items of `crops`, or the InputError loading one raised, returned rather than raised: a worker process's
+    exception reaches the caller wrapped in the worker's traceback."""
+
+    def __init__(self, crops: torch.utils.data.Dataset) -> None:
+        self.crops = crops
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def __getitem__(self, i: int) -> object:
+        try:
+            return self.crops[i]
+        except InputError as e:
+            return e
+
+
+def _collate(items: list) -> object:
+    return next((item for item in items if isinstance(item, InputError)), None) or default_collate(items)
+
+
+class CropLoader(torch.utils.data.DataLoader):
+    """A DataLoader of face crops (`FaceCrops` or a Subset of it) that raises a bad image's one-line InputError
+    whether the crop was loaded in this process or in a worker."""
+
+    def __init__(self, crops: torch.utils.data.Dataset, **kwargs: object) -> None:
+        super().__init__(_Caught(crops), collate_fn=_collate, **kwargs)
+
+    def __iter__(self) -> Iterator:
+        for batch in super().__iter__():
+            if isinstance(batch, InputError):
+                raise batch
+            yield batch
 
 
 def to_tensor(crop: np.ndarray) -> torch.Tensor:

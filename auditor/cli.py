@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -65,11 +66,11 @@ def synth(
     force: Annotated[bool, typer.Option("--force", help="Replace OUT/faces and OUT/truth if they exist.")] = False,
 ) -> None:
     """Render procedural faces with known true landmarks and human labels with planted noise."""
+    from auditor.outputs import check_replaceable
     from auditor.synth import generate
 
     for name in ("faces", "truth"):
-        if (out / name).exists() and not force:
-            raise InputError(f"{name}/ exists; pass --force to replace it", path=out)
+        check_replaceable(out / name, force=force, command="synth")
     generate(out, n=n, seed=seed, size=size)
     typer.echo(f"wrote {n} faces to {out / 'faces'} and the truth to {out / 'truth'}")
 
@@ -100,9 +101,10 @@ def plant_noise_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
 ) -> None:
     """Plant known label errors into a real dataset, so the auditor can be measured on it."""
-    from auditor.atomic import atomic_open
+    from auditor.atomic import atomic_directory, atomic_open
     from auditor.io import write_dataset
     from auditor.noise import NoiseConfig, plant_noise
+    from auditor.outputs import check_apart, check_replaceable, check_writable_location, dataset_inputs, write_marker
 
     try:
         config = NoiseConfig(slide_sigma=slide_sigma, jitter_sigma=jitter_sigma, gross_rate=gross_rate,
@@ -111,22 +113,20 @@ def plant_noise_cmd(
                              off_contour_range=(off_contour_min, off_contour_max), swap_rate=swap_rate)
     except ValueError as e:
         raise InputError(str(e)) from None
+    check_writable_location(out)
     ds = _read(data, format, scheme, skip_bad, images_root)
-    if out.exists():
-        if not force:
-            raise InputError("output folder exists; pass --force to replace it", path=out)
-        shutil.rmtree(out)
+    check_apart(out, dataset_inputs(ds, data))
+    check_replaceable(out, force=force, command="plant-noise")
     noisy, table = plant_noise(ds.landmarks, ds.scheme, ds.image_ids, np.random.default_rng(seed), config,
                                labelled=ds.labelled, boxes=ds.boxes)
     fmt = ds.source_format
     name = data.name if data.is_file() else ""
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write_dataset(ds.with_landmarks(noisy), tmp / "faces" / name, format=fmt)
-    write_dataset(ds, tmp / "truth" / name, format=fmt)
-    with atomic_open(tmp / "truth" / "noise.csv", newline="") as f:
-        table.to_csv(f, index=False, float_format="%.6f")
-    tmp.rename(out)
+    with atomic_directory(out) as tmp:
+        write_dataset(ds.with_landmarks(noisy), tmp / "faces" / name, format=fmt)
+        write_dataset(ds, tmp / "truth" / name, format=fmt)
+        with atomic_open(tmp / "truth" / "noise.csv", newline="") as f:
+            table.to_csv(f, index=False, float_format="%.6f")
+        write_marker(tmp, "plant-noise")
     counts = table.kind.value_counts()
     typer.echo(f"planted into {len(ds)} faces: " + ", ".join(f"{k} {int(counts.get(k, 0))}" for k in
                                                               ("gross", "moderate", "off_contour", "swap")))
@@ -293,12 +293,14 @@ def evaluate(
 def review(
     audit: Annotated[Path, typer.Argument(help="The audit directory (written by `auditor audit`).")],
     accept_where: Annotated[str | None, typer.Option(
-        "--accept-where", help="Accept the proposed (searched) position of every labelled point for which this "
-                               "pandas query over points.parquet's columns is true, e.g. \"issue_type == "
-                               "'gross_error' and label_score < 0.2\".")] = None,
+        "--accept-where", help="Accept the proposed (searched) position of every labelled point for which a query "
+                               "over points.parquet's columns (comparisons, and/or/not, in [...], arithmetic, "
+                               ".str.contains/startswith/endswith; see auditor/query.py) is true, e.g. \"issue_type "
+                               "== 'gross_error' and label_score < 0.2\".")] = None,
     reject_where: Annotated[str | None, typer.Option(
-        "--reject-where", help="Reject the proposal of every labelled point matching this query (the label "
-                               "stays).")] = None,
+        "--reject-where", help="Reject the proposal (the label stays) of every labelled point for which a query "
+                               "over points.parquet's columns (comparisons, and/or/not, in [...], arithmetic, "
+                               ".str.contains/startswith/endswith; see auditor/query.py) is true.")] = None,
     reviewer: Annotated[str | None, typer.Option(help="Reviewer name recorded with each decision (default: your "
                                                       "login name).")] = None,
     note: Annotated[str | None, typer.Option(help="A note recorded with each decision.")] = None,
@@ -317,7 +319,7 @@ def review(
     decision, where = ("accept", accept_where) if accept_where is not None else ("reject", reject_where)
     store = ReviewStore(audit)
     points = load_audit(audit).points
-    selected = select_points(points, where)
+    selected = select_points(points, where, field=f"--{decision}-where")
     todo = selected if overwrite else undecided(selected, store.latest())
     typer.echo(f"{len(todo)} points match ({int(todo.is_label_issue.sum())} flagged as issues, "
                f"{todo.image_id.nunique()} faces)" + ("" if len(todo) == len(selected) else
@@ -326,7 +328,13 @@ def review(
     if dry_run or todo.empty:
         return
     if not yes:
-        typer.confirm(f"record '{decision}' for these {len(todo)} points?", abort=True)
+        try:
+            confirmed = typer.confirm(f"record '{decision}' for these {len(todo)} points?", abort=False)
+        except typer.Abort:  # end of input (no terminal) or Ctrl-C at the prompt
+            raise InputError("no answer on standard input; pass --yes to record without asking") from None
+        if not confirmed:
+            typer.echo("nothing recorded", err=True)
+            raise typer.Exit(1)
     count = store.record_many(bulk_decisions(todo, decision, reviewer=reviewer, note=note))
     progress = store.progress(points[points.is_label_issue])
     typer.echo(f"recorded {count} '{decision}' decisions in {store.path}; issues decided: {progress['decided']} of "
@@ -364,13 +372,38 @@ def export_corrections_cmd(
                                              if summary["backup"] else ""))
 
 
+class Terminated(BaseException):
+    """SIGTERM in the main process, raised where it lands so that every `with` block cleans up (a temp folder is
+    removed, the previous output stays)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    if os.getpid() != _MAIN_PID:  # a loader worker: leave at once, the main process reports
+        os._exit(128 + signum)
+    raise Terminated
+
+
+_MAIN_PID = os.getpid()
+
+
 def main() -> None:
-    """Entry point: bad input prints one line and exits with code 2, no traceback; usage errors exit 2 too."""
+    """Entry point: bad input, and a file the system refuses to read or write, print one line and exit with code 2,
+    no traceback (usage errors exit 2 too); SIGTERM exits 143 after removing what was half-written."""
+    from auditor.io import os_reason
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app()
     except InputError as e:
         typer.echo(f"auditor: error: {e}", err=True)
         sys.exit(2)
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        typer.echo(f"auditor: error: {where}{os_reason(e, e.filename or '.')}", err=True)
+        sys.exit(2)
+    except Terminated:
+        typer.echo("auditor: terminated; nothing half-written was left", err=True)
+        sys.exit(143)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ x, y in percent of the image size. To serve local images, Label Studio's local-f
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,10 +62,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from auditor.atomic import atomic_open, atomic_write_text
+from auditor.atomic import atomic_directory, atomic_open, atomic_write_text
 from auditor.audit_dir import Audit, dataset_location, load_audit, load_audited_dataset, proposals
 from auditor.dataset import Dataset
 from auditor.errors import InputError
+from auditor.outputs import (
+    check_apart,
+    check_replaceable,
+    check_writable_location,
+    dataset_inputs,
+    resolved,
+    write_marker,
+)
 
 ONLY = ("accepted", "issues", "all")
 TABLE_FORMATS = ("csv", "fiftyone", "labelstudio")
@@ -271,18 +280,31 @@ def write_labels(ds: Dataset, manifest: dict, out: Path | None, *, format: str |
         return write_dataset(ds, source.parent if fmt == "pts" and source.is_file() else source, format=fmt,
                              link_images=False), backup
     name = source.name if fmt == manifest["dataset"]["format"] and source.is_file() else ""
-    if out.exists():
-        return write_dataset(ds, out / name if name else out, format=fmt), None
-    # a new folder appears whole or not at all: written beside, then renamed into place
-    tmp = out.with_name(f".{out.name}.tmp-{_stamp()}")
-    tmp.mkdir(parents=True)
-    try:
+    # the folder appears whole or not at all, and replaces only an earlier export
+    check_replaceable(out, force=True, command="export-corrections", field="--write-labels")
+    with atomic_directory(out) as tmp:
         written = write_dataset(ds, tmp / name if name else tmp, format=fmt)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_marker(tmp, "export-corrections")
     return out / written.relative_to(tmp), None
+
+
+def audit_files(audit_dir: str | Path) -> list[Path]:
+    """The files of an audit directory that an export must never write over."""
+    from auditor.audit_dir import IMAGES, MANIFEST, POINTS, REVIEWS
+
+    return [Path(audit_dir) / name for name in (MANIFEST, POINTS, IMAGES, REVIEWS, "heatmaps")]
+
+
+def check_table_target(out: Path, inputs: list[Path]) -> None:
+    """An InputError unless `out` can take the corrections table: not a folder, not under a file, not an input."""
+    check_writable_location(out, field="--out")
+    if os.path.isdir(out):
+        raise InputError("is a folder; give the path of the table file to write", path=out, field="--out")
+    out_r = resolved(out, field="--out")
+    for path in inputs:
+        if resolved(path) == out_r:
+            raise InputError(f"this is an input of the command ({path}); choose another output", path=out,
+                             field="--out")
 
 
 def export_corrections(audit_dir: str | Path, *, out: str | Path | None = None, only: str = "accepted",
@@ -310,15 +332,20 @@ def export_corrections(audit_dir: str | Path, *, out: str | Path | None = None, 
     audit = audit._replace(manifest=dict(audit.manifest, dataset=dataset))
     decisions = ReviewStore(audit_dir).latest()
     table = corrections(audit, decisions, only=only)
-    ds = load_audited_dataset(audit.manifest, "/") if writes_labels or table_format != "csv" else None
+    ds = load_audited_dataset(audit.manifest, audit_dir) if writes_labels or table_format != "csv" else None
     summary: dict = {"rows": len(table), "faces": int(table.image_id.nunique())}
     labels_dir = None if labels_dir is None else Path(labels_dir)
     label_format = format if format in LABEL_FORMATS else None
+    inputs = [*audit_files(audit_dir), *(dataset_inputs(ds, source) if ds is not None else [resolved(source)])]
     if writes_labels:
         corrected, summary["applied"] = apply_corrections(ds, corrections(audit, decisions, only="accepted"))
         check_labels_target(corrected, audit.manifest, labels_dir, format=label_format, in_place=in_place)
+        if not in_place:
+            check_apart(labels_dir, [*inputs, Path(audit_dir)], field="--write-labels")
+            check_replaceable(labels_dir, force=True, command="export-corrections", field="--write-labels")
     if out is not None:
         out = Path(out)
+        check_table_target(out, inputs)
         if table_format == "csv":
             write_csv(table, out)
         elif table_format == "fiftyone":

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from auditor.augment import FaceCrops
+from auditor.augment import CropLoader, FaceCrops
 from auditor.dataset import Dataset
 from auditor.geometry import apply_affine, invert_affine
 from auditor.heatmaps import decode
@@ -52,8 +52,8 @@ def iterate_heatmaps(model: LandmarkModel, ds: Dataset, *, indices: np.ndarray |
     permutation = ds.scheme.flip_permutation if flip else None
     crops = FaceCrops(ds, model.config)
     subset = np.arange(len(ds)) if indices is None else np.asarray(indices)
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(crops, subset.tolist()), batch_size=batch_size,
-                                         shuffle=False, num_workers=workers)
+    loader = CropLoader(torch.utils.data.Subset(crops, subset.tolist()), batch_size=batch_size, shuffle=False,
+                        num_workers=workers)
     was_training = model.training
     model.eval()
     start = 0

@@ -5,6 +5,7 @@ Magnitudes are fractions of each face's NME normaliser (the inter-ocular distanc
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -33,8 +34,12 @@ class NoiseConfig:
 
     def __post_init__(self) -> None:
         for name in ("slide_sigma", "jitter_sigma", "gross_rate", "moderate_rate", "off_contour_rate", "swap_rate"):
-            if getattr(self, name) < 0:
+            if not getattr(self, name) >= 0:  # NaN too
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("slide_sigma", "jitter_sigma", "gross_range", "moderate_range", "off_contour_range"):
+            value = getattr(self, name)
+            if not all(math.isfinite(v) and v <= 1e3 for v in (value if isinstance(value, tuple) else (value,))):
+                raise ValueError(f"{name} must be finite and at most 1000 NME units, got {value}")
         if self.gross_rate + self.moderate_rate > 1 or self.swap_rate > 1 or self.off_contour_rate > 1:
             raise ValueError("rates must be fractions in [0, 1] (gross_rate + moderate_rate <= 1)")
         for name in ("gross_range", "moderate_range", "off_contour_range"):

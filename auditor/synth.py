@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,8 +22,9 @@ from PIL import Image, ImageDraw
 from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
-from auditor.atomic import atomic_open, atomic_write_bytes, atomic_write_text
+from auditor.atomic import atomic_directory, atomic_open, atomic_write_bytes, atomic_write_text
 from auditor.io.pts import format_pts
+from auditor.outputs import write_marker
 
 if TYPE_CHECKING:
     from auditor.noise import NoiseConfig
@@ -679,35 +679,29 @@ def generate(out: Path, *, n: int, seed: int, size: int = 256, noise: NoiseConfi
     config = NoiseConfig() if noise is None else noise
     scheme = BUILTIN_SCHEMES["300w_68"]
     out = Path(out)
-    # everything goes to a temp folder first, then replaces OUT/faces and OUT/truth whole: no stale or half-written set
-    tmp = out / f".synth-{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    faces_dir, truth_dir = tmp / "faces", tmp / "truth"
-    truth_dir.mkdir(parents=True)
-    width = max(4, len(str(n - 1)))
-    tables, metas = [], []
-    for i in tqdm(range(n), desc="synth faces", unit="face", disable=None):
-        image_id = f"face_{i:0{width}d}"
-        image, truth, meta = render_face(face_rng(seed, i), size)
-        # 1e-4 px is far below anything measurable and keeps the truth files readable
-        truth = np.round(truth, 4)
-        human, table = plant_noise(truth[None], scheme, [image_id], face_rng(seed, i, 1), config)
-        atomic_write_bytes(faces_dir / f"{image_id}.jpg", encode_jpeg(image))
-        atomic_write_text(faces_dir / f"{image_id}.pts", format_pts(human[0]))
-        atomic_write_text(truth_dir / f"{image_id}.pts", format_pts(truth))
-        # a relative link makes OUT/truth a dataset of its own that still moves with OUT
-        os.symlink(Path("..") / "faces" / f"{image_id}.jpg", truth_dir / f"{image_id}.jpg")
-        tables.append(table)
-        metas.append({"image_id": image_id, **meta,
-                      "occluded_points": " ".join(str(k) for k in meta["occluded_points"])})
-    tables = [t for t in tables if len(t)]
-    noise_table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=NOISE_COLUMNS)
-    with atomic_open(truth_dir / "noise.csv", newline="") as f:
-        noise_table.to_csv(f, index=False, lineterminator="\n")
-    with atomic_open(truth_dir / "faces.csv", newline="") as f:
-        pd.DataFrame(metas).to_csv(f, index=False, lineterminator="\n")
-    for name in ("faces", "truth"):
-        if (out / name).exists():
-            shutil.rmtree(out / name)
-        (tmp / name).rename(out / name)
-    tmp.rmdir()
+    # each folder is written beside its place, then replaces it whole: no stale or half-written set
+    with atomic_directory(out / "faces") as faces_dir, atomic_directory(out / "truth") as truth_dir:
+        width = max(4, len(str(n - 1)))
+        tables, metas = [], []
+        for i in tqdm(range(n), desc="synth faces", unit="face", disable=None):
+            image_id = f"face_{i:0{width}d}"
+            image, truth, meta = render_face(face_rng(seed, i), size)
+            # 1e-4 px is far below anything measurable and keeps the truth files readable
+            truth = np.round(truth, 4)
+            human, table = plant_noise(truth[None], scheme, [image_id], face_rng(seed, i, 1), config)
+            atomic_write_bytes(faces_dir / f"{image_id}.jpg", encode_jpeg(image))
+            atomic_write_text(faces_dir / f"{image_id}.pts", format_pts(human[0]))
+            atomic_write_text(truth_dir / f"{image_id}.pts", format_pts(truth))
+            # a relative link makes OUT/truth a dataset of its own that still moves with OUT
+            os.symlink(Path("..") / "faces" / f"{image_id}.jpg", truth_dir / f"{image_id}.jpg")
+            tables.append(table)
+            metas.append({"image_id": image_id, **meta,
+                          "occluded_points": " ".join(str(k) for k in meta["occluded_points"])})
+        tables = [t for t in tables if len(t)]
+        noise_table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=NOISE_COLUMNS)
+        with atomic_open(truth_dir / "noise.csv", newline="") as f:
+            noise_table.to_csv(f, index=False, lineterminator="\n")
+        with atomic_open(truth_dir / "faces.csv", newline="") as f:
+            pd.DataFrame(metas).to_csv(f, index=False, lineterminator="\n")
+        write_marker(faces_dir, "synth")
+        write_marker(truth_dir, "synth")

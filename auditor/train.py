@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from auditor.audit import audit_tables
 from auditor.audit_dir import PREDICTED_ISSUES, proposals
-from auditor.augment import FaceCrops, face_squares
+from auditor.augment import CropLoader, FaceCrops, face_squares
 from auditor.checkpoint import dataset_fingerprint, load_checkpoint, save_checkpoint
 from auditor.dataset import Dataset
 from auditor.errors import InputError
@@ -206,7 +206,7 @@ def target_shift_px(new: np.ndarray, old: np.ndarray, ds: Dataset, config: Confi
     return float(np.nanmean(d)) if np.isfinite(d).any() else 0.0
 
 
-def _loader(crops: FaceCrops, config: Config, epoch: int, dd: _Distributed) -> torch.utils.data.DataLoader:
+def _loader(crops: FaceCrops, config: Config, epoch: int, dd: _Distributed) -> CropLoader:
     crops.set_epoch(epoch)
     if dd.world > 1:
         sampler = torch.utils.data.DistributedSampler(crops, num_replicas=dd.world, rank=dd.rank, shuffle=True,
@@ -215,8 +215,8 @@ def _loader(crops: FaceCrops, config: Config, epoch: int, dd: _Distributed) -> t
     else:
         generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         sampler = torch.utils.data.RandomSampler(crops, generator=generator)
-    return torch.utils.data.DataLoader(crops, batch_size=config.batch_size, sampler=sampler,
-                                       num_workers=config.workers, drop_last=len(crops) > config.batch_size)
+    return CropLoader(crops, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
+                      drop_last=len(crops) > config.batch_size)
 
 
 def _fresh_state(ds: Dataset) -> dict[str, Any]:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import math
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +116,23 @@ def assert_same_faces(expected: Dataset, actual: Dataset, *, boxes: bool = True,
     if boxes and rows.any():
         assert actual.boxes is not None
         np.testing.assert_allclose(actual.boxes[rows], expected.boxes[rows], rtol=0, atol=1e-9)
+
+
+def run_auditor(*args: object) -> subprocess.CompletedProcess:
+    """Run the `auditor` command in this process (no interpreter start-up): its exit code, stdout and stderr, as
+    `subprocess.run` would give them; an exception escaping `main()` fails the calling test."""
+    from auditor.cli import main
+
+    argv, handler = sys.argv, signal.getsignal(signal.SIGTERM)
+    out, err = io.StringIO(), io.StringIO()
+    sys.argv = ["auditor", *map(str, args)]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = argv
+        signal.signal(signal.SIGTERM, handler)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())

@@ -1,12 +1,17 @@
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import run_auditor
 
 from auditor import audit as audit_module
 from auditor.audit import audit_tables, merge_audits, parse_shard, run_audit, shard_range
@@ -187,9 +192,13 @@ def test_rerun_keeps_reviews_and_an_interrupted_run_leaves_the_old_audit(setup, 
 
 def test_an_audit_never_replaces_a_folder_that_is_not_an_audit(setup, tmp_path):
     root, ds, whole = setup
-    with pytest.raises(InputError, match="not an audit directory"):
+    with pytest.raises(InputError, match="input of the command"):
         run_audit(ds, root / "m.pt", root / "syn" / "faces", device="cpu", progress=False)
     assert len(read_dataset(root / "syn" / "faces")) == 7
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "manifest.json").write_text('{"name": "my project"}')
+    with pytest.raises(InputError, match="not an audit directory"):
+        run_audit(ds, root / "m.pt", tmp_path / "notes", device="cpu", progress=False)
     (tmp_path / "file").write_text("x")
     with pytest.raises(InputError, match="not an audit directory"):
         run_audit(ds, root / "m.pt", tmp_path / "file", device="cpu", progress=False)
@@ -298,3 +307,94 @@ def test_loader_processes_change_nothing_but_the_timing(setup, tmp_path):
             assert (out / "heatmaps" / name).read_bytes() == (whole / "heatmaps" / name).read_bytes()
     with pytest.raises(InputError, match="workers must be >= 0"):
         run_audit(ds, root / "m.pt", tmp_path / "bad", device="cpu", workers=-1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def shards(setup, tmp_path_factory):
+    """Two shard audits of the setup's faces."""
+    root, ds, _ = setup
+    folder = tmp_path_factory.mktemp("shards")
+    for i in range(2):
+        run_audit(ds, root / "m.pt", folder / f"s{i}", source={"path": str(root / "syn" / "faces")}, device="cpu",
+                  shard=(i, 2), progress=False, workers=0)
+    return folder / "s0", folder / "s1"
+
+
+def _edit_manifest(shard, change):
+    manifest = json.loads((shard / "manifest.json").read_text())
+    change(manifest)
+    (shard / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(("which", "damage", "expected"), [
+    (1, lambda s: (s / "heatmaps" / "windows.npy").write_bytes((s / "heatmaps" / "windows.npy").read_bytes()[:-100]),
+     "windows.npy: not a readable .npy array"),
+    (1, lambda s: (s / "heatmaps" / "windows.npy").unlink(), "windows.npy: missing"),
+    (1, lambda s: np.save(s / "heatmaps" / "windows.npy", np.array([{"a": 1}] * 3, dtype=object), allow_pickle=True),
+     "windows.npy: not a readable .npy array"),
+    (1, lambda s: np.save(s / "heatmaps" / "origins.npy", np.zeros((4, 68, 2), np.float32)), "expected int16"),
+    (1, lambda s: _edit_manifest(s, lambda m: m.pop("model")), "manifest.json [model]: missing or not an object"),
+    (1, lambda s: _edit_manifest(s, lambda m: m.update(shard="1/2")), "manifest.json [shard]: expected"),
+    (1, lambda s: _edit_manifest(s, lambda m: m["scoring"].update(dof=4.0)), "another scoring than"),
+    (0, lambda s: _edit_manifest(s, lambda m: m["scoring"].update(dof="three")), "[scoring.dof]: expected a finite"),
+    (0, lambda s: _edit_manifest(s, lambda m: m["scheme"].update(points="all")), "[scheme.points]: field 'points'"),
+])
+def test_merge_of_a_damaged_shard_names_the_file(shards, tmp_path, which, damage, expected):
+    copies = [tmp_path / s.name for s in shards]
+    for s, c in zip(shards, copies, strict=True):
+        shutil.copytree(s, c)
+    damage(copies[which])
+    with pytest.raises(InputError) as e:
+        merge_audits(copies, tmp_path / "merged")
+    assert str(copies[which]) in str(e.value) and expected in str(e.value), str(e.value)
+    assert not (tmp_path / "merged").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["s0", "s1"]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_bad_image_is_one_line_with_or_without_loader_workers(setup, tmp_path, workers):
+    root, ds, _ = setup
+    faces = tmp_path / "faces"
+    shutil.copytree(root / "syn" / "faces", faces)
+    (faces / "face_0003.jpg").write_bytes(b"")
+    r = run_auditor("audit", faces, "--model", root / "m.pt", "--out", tmp_path / "out", "--workers", workers,
+                    "--batch-size", "2")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(f"auditor: error: {faces / 'face_0003.jpg'}: cannot read the image")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_sigterm_removes_the_half_written_audit(setup, tmp_path, monkeypatch, workers):
+    root, _, _ = setup
+    out = tmp_path / "audit"
+    assert run_auditor("audit", root / "syn" / "faces", "--model", root / "m.pt", "--out", out).returncode == 0
+    before = (out / "points.parquet").read_bytes()
+    real, calls = audit_module._measure, []
+
+    def terminated(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(audit_module, "_measure", terminated)
+    r = run_auditor("audit", root / "syn" / "faces", "--model", root / "m.pt", "--out", out, "--batch-size", "2",
+                    "--workers", workers)
+    assert r.returncode == 143 and "terminated" in r.stderr, r.stderr
+    assert (out / "points.parquet").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit"]
+
+
+def test_a_killed_audit_leaves_a_temp_folder_the_next_run_sweeps(setup, tmp_path):
+    root, _, _ = setup
+    stale = tmp_path / f".audit.{2**22 + 12345}.abcdefgh.tmp"  # above pid_max's default: no live process has it
+    stale.mkdir()
+    (stale / "points.parquet").write_bytes(b"half")
+    past = time.time() - 3600
+    os.utime(stale, (past, past))
+    live = tmp_path / f".audit.{os.getpid()}.abcdefgh.tmp"  # a live writer's: kept
+    live.mkdir()
+    os.utime(live, (past, past))
+    r = run_auditor("audit", root / "syn" / "faces", "--model", root / "m.pt", "--out", tmp_path / "audit")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["audit", live.name])

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from helpers import run_auditor
 
 from auditor.noise import NOISE_COLUMNS, NoiseConfig, plant_noise
 from auditor.schemes import BUILTIN_SCHEMES
@@ -91,3 +92,13 @@ def test_bad_config():
         NoiseConfig(gross_rate=-1)
     with pytest.raises(ValueError, match="gross_range"):
         NoiseConfig(gross_range=(0.3, 0.1))
+    for bad in ({"gross_rate": float("nan")}, {"swap_rate": float("nan")}, {"slide_sigma": float("inf")},
+                {"moderate_range": (0.04, float("inf"))}, {"gross_range": (float("nan"), 0.1)}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            NoiseConfig(**bad)
+
+
+def test_cli_refuses_a_nan_rate(tmp_path):
+    r = run_auditor("plant-noise", tmp_path / "data", tmp_path / "out", "--gross-rate", "nan")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "gross_rate must be >= 0, got nan" in r.stderr
+    assert not (tmp_path / "out").exists()

@@ -10,6 +10,7 @@ from scipy.ndimage import gaussian_filter, maximum_filter, sobel
 
 from auditor.io.pts import parse_pts
 from auditor.noise import ERROR_KINDS, HARMLESS_KINDS, NOISE_COLUMNS
+from auditor.outputs import MARKER, written_by_tool
 from auditor.schemes import BUILTIN_SCHEMES
 from auditor.synth import _arc_points, _catmull_rom, face_rng, generate, render_face
 
@@ -103,8 +104,10 @@ def test_some_faces_are_occluded_and_the_occluded_points_are_listed():
 
 
 def test_generate_writes_faces_truth_and_noise(dataset):
-    faces = sorted((dataset / "faces").glob("*"))
+    faces = sorted((dataset / "faces").glob("face_*"))
     assert [p.name for p in faces] == [f"face_{i:04d}.{ext}" for i in range(4) for ext in ("jpg", "pts")]
+    assert sorted(p.name for p in (dataset / "faces").iterdir() if p.name.startswith(".")) == [MARKER]
+    assert written_by_tool(dataset / "faces") and written_by_tool(dataset / "truth")
     assert Image.open(faces[0]).size == (SIZE, SIZE)
     assert sorted(p.name for p in (dataset / "truth").glob("*.pts")) == [f"face_{i:04d}.pts" for i in range(4)]
     noise = pd.read_csv(dataset / "truth" / "noise.csv")
