@@ -412,6 +412,8 @@ def _shard_info(manifest: dict, path: Path) -> dict:
     seconds = manifest["timing"].get("seconds")
     if not (isinstance(seconds, int | float) and not isinstance(seconds, bool) and 0 <= seconds < 1e12):
         raise InputError("expected a number of seconds", path=where, field="timing.seconds")
+    if not isinstance(manifest["timing"].get("device"), str):
+        raise InputError("expected the device's name", path=where, field="timing.device")
     for key in ("path", "images_root"):
         if not isinstance(manifest["dataset"].get(key), str | None):
             raise InputError("expected a path or null", path=where, field=f"dataset.{key}")
@@ -430,8 +432,9 @@ def _store_arrays(shard_dir: Path, faces: int, k: int) -> dict[str, np.ndarray]:
             raise InputError("missing: the shard is incomplete (audit it again)", path=path)
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise InputError(f"not a readable .npy array ({' '.join(str(e).split())[:120]})", path=path) from None
+        except Exception as e:  # a damaged header surfaces as several types (ValueError, tokenize's TokenError, ...)
+            raise InputError(f"not a readable .npy array ({' '.join(str(e).split())[:120] or type(e).__name__})",
+                             path=path) from None
         tail = {"windows.npy": array.shape[2:3] * 2, "origins.npy": (2,), "to_heatmap.npy": (3, 3)}[name]
         wanted = (faces, k, *tail) if name != "to_heatmap.npy" else (faces, *tail)
         if array.dtype != dtype or array.shape != wanted or (name == "windows.npy" and array.ndim != 4):

@@ -179,6 +179,9 @@ def load_audit(audit_dir: str | Path) -> Audit:
         bad = points.point[(points.point < 0) | (points.point >= (k or 2**31))].iloc[0]
         raise InputError(f"point {bad} is not a point of the audit's scheme ({k} points)", path=audit_dir / POINTS,
                          field="point")
+    if k is not None and len(points) != len(images) * k:
+        raise InputError(f"{len(points)} rows; expected one per point of every face ({len(images)} x {k})",
+                         path=audit_dir / POINTS)
     return Audit(manifest, points, images)
 
 

@@ -109,6 +109,10 @@ class ReviewStore:
         self.audit_dir = audit_path(audit_dir)
         self.fingerprint = load_manifest(self.audit_dir)["dataset"]["fingerprint"]
         self.path = self.audit_dir / REVIEWS
+        for path in (self.path, *(self.path.with_name(REVIEWS + end) for end in ("-wal", "-shm", "-journal"))):
+            if path.is_symlink():  # decisions would go wherever it points, outside the audit
+                raise InputError("is a symbolic link; expected the reviews database itself (copy the file here)",
+                                 path=path)
         if self.path.exists():
             with self._connect(create=False) as con:
                 self._check(con)

@@ -330,6 +330,9 @@ def _edit_manifest(shard, change):
     (1, lambda s: (s / "heatmaps" / "windows.npy").write_bytes((s / "heatmaps" / "windows.npy").read_bytes()[:-100]),
      "windows.npy: not a readable .npy array"),
     (1, lambda s: (s / "heatmaps" / "windows.npy").unlink(), "windows.npy: missing"),
+    (1, lambda s: (s / "heatmaps" / "origins.npy").write_bytes((s / "heatmaps" / "origins.npy").read_bytes().replace(
+        b"}", b" ", 1)), "origins.npy: not a readable .npy array"),
+    (1, lambda s: _edit_manifest(s, lambda m: m["timing"].pop("device")), "[timing.device]: expected"),
     (1, lambda s: np.save(s / "heatmaps" / "windows.npy", np.array([{"a": 1}] * 3, dtype=object), allow_pickle=True),
      "windows.npy: not a readable .npy array"),
     (1, lambda s: np.save(s / "heatmaps" / "origins.npy", np.zeros((4, 68, 2), np.float32)), "expected int16"),

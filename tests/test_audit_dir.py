@@ -54,6 +54,8 @@ def edit_table(audit, name, **columns):
      "images.parquet [image_id]: image_id 'face_0000' has 2 rows"),
     (lambda a: pd.concat([pd.read_parquet(a / "points.parquet")] * 2).to_parquet(a / "points.parquet"),
      "points.parquet [point]: point 0 of 'face_0000' has several rows"),
+    (lambda a: pd.read_parquet(a / "points.parquet").iloc[:-1].to_parquet(a / "points.parquet"),
+     "points.parquet: 407 rows; expected one per point of every face (6 x 68)"),
 ])
 def test_bad_audits_name_the_file(audit, damage, expected):
     damage(audit)

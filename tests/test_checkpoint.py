@@ -61,8 +61,11 @@ def _payload(scheme, **replace):
 @pytest.mark.parametrize(("change", "expected"), [
     (lambda p: p["config"].update(stacks="two"), "[config.stacks]: expected int, got str"),
     (lambda p: p["config"].update(colour="red"), "[config]: unknown field 'colour'"),
-    (lambda p: p["config"].update(input_size=100_000, heatmap_size=25_000), "[config.input_size]: input_size must be"),
-    (lambda p: p["config"].update(channels=4096), "[config.channels]: channels must be at most"),
+    (lambda p: p["config"].update(input_size=100_000), "[config.input_size]: input_size must be in [8, 1024]"),
+    (lambda p: p["config"].update(channels=4096), "[config.channels]: channels must be in [1, 2048]"),
+    (lambda p: p["config"].update(depth=2**63), "[config.depth]: depth must be in [1, 8]"),
+    (lambda p: p["config"].update(heatmap_size=0), "[config.heatmap_size]: heatmap_size must be in [4, 256]"),
+    (lambda p: p["config"].update(lr=-1.0), "[config.lr]: lr must be in"),
     (lambda p: p["scheme"].update(points=[{"name": 3}]), "[scheme.points[0]]: field 'name' has the wrong type"),
     (lambda p: p["scheme"].update(flip_pairs=[[0, 99]]), "[scheme]: scheme 'aflw_19': flip pair (0, 99)"),
     (lambda p: p["model"].pop(next(iter(p["model"]))), "[model]: the weights do not fit"),

@@ -217,3 +217,10 @@ def test_a_read_only_audit_can_be_exported_not_reviewed(audit, tmp_path):
     assert "rc=2" in r.stdout and "the audit folder is read-only" in r.stderr and "Traceback" not in r.stderr
     table = pd.read_csv(tmp_path / "c.csv")
     assert (table.decision == "reject").sum() == 1
+
+
+def test_a_reviews_file_that_is_a_link_is_refused(audit, tmp_path):
+    (audit / "reviews.sqlite").symlink_to(tmp_path / "elsewhere.db")
+    with pytest.raises(InputError, match="is a symbolic link"):
+        ReviewStore(audit).record("face_0000", 1, "reject")
+    assert not (tmp_path / "elsewhere.db").exists()

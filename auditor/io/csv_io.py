@@ -22,6 +22,14 @@ _WIDE_COLUMN = re.compile(r"([xyv])(0|[1-9]\d*)")
 _LAYOUTS = "'image,x0,y0,x1,y1,...' (wide) or 'image,point,x,y' (long)"
 
 
+MAX_POINTS = 10_000  # per face: far beyond any landmark scheme
+
+
+def _index(text: str) -> int:
+    """A point index from decimal digits; MAX_POINTS for one too long to be an index."""
+    return int(text) if len(text) <= 6 else MAX_POINTS
+
+
 class _Face:
     """One face being read: its first line, image path as written, points, visibility and box."""
 
@@ -136,9 +144,12 @@ def _read_wide(path: Path, header_line: int, header: list[str], rows: list[tuple
                ) -> tuple[LandmarkScheme, list[_Face], bool]:
     """The faces of a wide CSV (one row each) and whether it has box columns; bad rows go to `skip` (None: raise)."""
     col = {name: j for j, name in enumerate(header)}
-    indices = {kind: sorted(int(m[2]) for name in header if (m := _WIDE_COLUMN.fullmatch(name)) and m[1] == kind)
+    indices = {kind: sorted(_index(m[2]) for name in header if (m := _WIDE_COLUMN.fullmatch(name)) and m[1] == kind)
                for kind in "xyv"}
     k = max(indices["x"] + indices["y"]) + 1
+    if k > MAX_POINTS:
+        raise InputError(f"a point index of {k - 1} in the header: at most {MAX_POINTS} points per face", path=path,
+                         line=header_line)
     for kind in "xy" + ("v" if indices["v"] else ""):
         missing = sorted(set(range(k)) - set(indices[kind]))
         if missing:
@@ -178,7 +189,7 @@ def _long_scheme(header_line: int, rows: list[tuple[int, list[str]]], j_point: i
     """The built-in scheme a long CSV's `point` cells fit: by their names, else by the largest index."""
     names: dict[str, int] = {}
     for line, row in rows:
-        if row[j_point] and not row[j_point].isdigit():
+        if row[j_point] and not row[j_point].isdecimal():
             names.setdefault(row[j_point], line)
     if names:
         fits = [s for s in BUILTIN_SCHEMES.values() if set(names) <= set(s.point_names)]
@@ -191,7 +202,7 @@ def _long_scheme(header_line: int, rows: list[tuple[int, list[str]]], j_point: i
                              "--scheme or give a scheme .json", path=path, line=line, field="point")
         raise InputError(f"the point names fit several schemes ({', '.join(s.name for s in fits)}); name one with "
                          "--scheme", path=path, line=header_line)
-    k = max((int(row[j_point]) for _, row in rows if row[j_point]), default=-1) + 1
+    k = max((_index(row[j_point]) for _, row in rows if row[j_point]), default=-1) + 1
     return _resolve_scheme(k, None, path, header_line, "")
 
 
@@ -213,14 +224,14 @@ def _read_long(path: Path, header_line: int, header: list[str], rows: list[tuple
         try:
             if face is None:
                 face = faces[key] = _Face(line, rel, root / rel, k)
-                if key[1] and not key[1].isdigit():
+                if key[1] and not key[1].isdecimal():
                     raise InputError(f"face must be a non-negative integer, got {key[1]!r}", path=path, line=line,
                                      field="face")
                 _image(rel, root, path, line)
             if face.bad:
                 continue
             point = row[col["point"]]
-            i = int(point) if point.isdigit() else by_name.get(point, -1)
+            i = _index(point) if point.isdecimal() else by_name.get(point, -1)
             if not 0 <= i < k:
                 raise InputError(f"point must be an index in [0, {k}) or a point name of scheme {scheme.name}, got "
                                  f"{point!r}", path=path, line=line, field="point")

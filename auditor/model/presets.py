@@ -49,6 +49,12 @@ class Config:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        # every field within a range far beyond any preset: a config from a file asking for more is damaged, not
+        # ambitious (and a depth of 2**63 would hang the check below)
+        for name, low, high in _RANGES:
+            value = getattr(self, name)
+            if not low <= value <= high:  # NaN fails too
+                raise InputError(f"{name} must be in [{low:g}, {high:g}], got {value}", field=name)
         if self.input_size % self.heatmap_size or self.input_size // self.heatmap_size not in (1, 2, 4):
             raise InputError(f"input_size ({self.input_size}) must be 1, 2 or 4 times heatmap_size "
                              f"({self.heatmap_size})", field="input_size")
@@ -58,16 +64,6 @@ class Config:
         if self.round_targets not in ROUND_TARGETS:
             raise InputError(f"round_targets must be one of {', '.join(ROUND_TARGETS)}, got {self.round_targets!r}",
                              field="round_targets")
-        for name in ("stacks", "channels", "depth", "ghcu_channels", "batch_size", "epochs", "min_images"):
-            if getattr(self, name) < (0 if name in ("epochs", "min_images") else 1):
-                raise InputError(f"{name} must be positive, got {getattr(self, name)}", field=name)
-        # far beyond any preset; a config from a file asking for more is damaged, not ambitious
-        for name, most in (("input_size", 1024), ("heatmap_size", 256), ("stacks", 16), ("depth", 8),
-                           ("channels", 2048), ("ghcu_channels", 2048)):
-            if getattr(self, name) > most:
-                raise InputError(f"{name} must be at most {most}, got {getattr(self, name)}", field=name)
-        if not 0 < self.sigma <= 16:
-            raise InputError(f"sigma must be in (0, 16] heatmap px, got {self.sigma}", field="sigma")
 
     def for_dataset(self, num_faces: int) -> Config:
         """This config with round 0's hourglass and GHCU epochs each raised to ceil(min_images / num_faces)
@@ -85,6 +81,14 @@ class Config:
             return self
         return dataclasses.replace(self, epochs=max(self.epochs, least), ghcu_epochs=max(self.ghcu_epochs, least))
 
+
+_RANGES = (("stacks", 1, 16), ("channels", 1, 2048), ("input_size", 8, 1024), ("heatmap_size", 4, 256),
+           ("depth", 1, 8), ("ghcu_channels", 1, 2048), ("sigma", 0.1, 16), ("batch_size", 1, 4096),
+           ("lr", 1e-9, 10), ("foreground_weight", 0, 1e6), ("epochs", 0, 100_000), ("min_images", 0, 10**9),
+           ("rounds", 0, 100), ("round_epochs", 0, 100_000), ("round_tolerance", 0, 1e12), ("ghcu_epochs", 0, 100_000),
+           ("ghcu_drop", 0, 1), ("ghcu_shift", 0, 1), ("rotate_deg", 0, 180), ("scale_jitter", 0, 2),
+           ("shift_jitter", 0, 1), ("colour_jitter", 0, 1), ("blur", 0, 1), ("workers", 0, 256),
+           ("seed", 0, 2**31 - 1))
 
 PRESETS: dict[str, Config] = {
     "paper": Config(name="paper", stacks=4, channels=256, input_size=256, ghcu_channels=64, batch_size=16,
