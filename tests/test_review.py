@@ -3,6 +3,7 @@ import multiprocessing
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -200,8 +201,14 @@ def test_closed_stdin_asks_for_yes(audit):
 
 
 def _read_only_mounts() -> bool:
-    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
-    return probe.returncode == 0
+    """True when this process may make a read-only bind mount in a mount namespace of its own (root in most CI)."""
+    with tempfile.TemporaryDirectory() as folder:
+        script = f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder} && ! touch {folder}/x"
+        try:
+            probe = subprocess.run(["unshare", "-m", "bash", "-c", script], capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return probe.returncode == 0
 
 
 @pytest.mark.skipif(not _read_only_mounts(), reason="cannot make a read-only mount here (unshare -m)")
