@@ -319,6 +319,11 @@ def panel_ui(view: AuditView, queue: Queue, reviewer: str) -> None:
     where = f"item {position + 1:,} of {len(queue):,}" if position is not None else "not in the queue"
     issue = row.get("issue_type")
     issue = issue if isinstance(issue, str) and issue else "none"
+    partner = row.get("partner")
+    if issue in ("chain_swap", "duplicate") and partner is not None and int(partner) >= 0:
+        relation = "exchanged with" if issue == "chain_swap" else "on top of"
+        names = view.scheme_points.set_index("point")["point_name"]
+        issue += f" ({relation} point {int(partner)} {names.get(int(partner), '')})"
     st.markdown(f"**{md_text(item[0])}**, point {item[1]} **{md_text(row.point_name)}** ({md_text(row.group)}), "
                 f"{where}: issue **{md_text(issue)}**, label_score {_float(row, 'label_score'):.3g}, "
                 f"searched NME {_float(row, 'searched_nme'):.3f}")

@@ -63,15 +63,24 @@ def synth(
     n: Annotated[int, typer.Option("--n", min=1, help="Number of faces.")] = 400,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives byte-identical files.")] = 0,
     size: Annotated[int, typer.Option(min=64, help="Image side in pixels.")] = 256,
+    chain_swap_rate: Annotated[float, typer.Option(help="Fraction of neighbouring contour points exchanged (0: the "
+                                                        "bundled sample set's recipe).")] = 0.0,
+    duplicate_rate: Annotated[float, typer.Option(help="Fraction of points put on top of their nearest neighbour.")
+                              ] = 0.0,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT/faces and OUT/truth if they exist.")] = False,
 ) -> None:
     """Render procedural faces with known true landmarks and human labels with planted noise."""
+    from auditor.noise import NoiseConfig
     from auditor.outputs import check_replaceable
     from auditor.synth import generate
 
+    try:
+        noise = NoiseConfig(chain_swap_rate=chain_swap_rate, duplicate_rate=duplicate_rate)
+    except ValueError as e:
+        raise InputError(str(e)) from None
     for name in ("faces", "truth"):
         check_replaceable(out / name, force=force, command="synth")
-    generate(out, n=n, seed=seed, size=size)
+    generate(out, n=n, seed=seed, size=size, noise=noise)
     typer.echo(f"wrote {n} faces to {out / 'faces'} and the truth to {out / 'truth'}")
 
 
@@ -91,6 +100,10 @@ def plant_noise_cmd(
     off_contour_min: Annotated[float, typer.Option(help="Smallest off-contour shift, in NME units.")] = 0.03,
     off_contour_max: Annotated[float, typer.Option(help="Largest off-contour shift, in NME units.")] = 0.06,
     swap_rate: Annotated[float, typer.Option(help="Fraction of faces labelled with left and right exchanged.")] = 0.03,
+    chain_swap_rate: Annotated[float, typer.Option(help="Fraction of neighbouring contour points exchanged (clicked "
+                                                        "in the wrong order).")] = 0.005,
+    duplicate_rate: Annotated[float, typer.Option(help="Fraction of points put on top of their nearest neighbour "
+                                                       "(clicked twice).")] = 0.005,
     slide_sigma: Annotated[float, typer.Option(help="Contour slide s.d., in NME units (0: real labels already "
                                                     "carry their own).")] = 0.0,
     jitter_sigma: Annotated[float, typer.Option(help="Per-axis jitter s.d. of every point, in NME units.")] = 0.0,
@@ -103,14 +116,15 @@ def plant_noise_cmd(
     """Plant known label errors into a real dataset, so the auditor can be measured on it."""
     from auditor.atomic import atomic_directory, atomic_open
     from auditor.io import write_dataset
-    from auditor.noise import NoiseConfig, plant_noise
+    from auditor.noise import ERROR_KINDS, NoiseConfig, plant_noise
     from auditor.outputs import check_apart, check_replaceable, check_writable_location, dataset_inputs, write_marker
 
     try:
         config = NoiseConfig(slide_sigma=slide_sigma, jitter_sigma=jitter_sigma, gross_rate=gross_rate,
                              gross_range=(gross_min, gross_max), moderate_rate=moderate_rate,
                              moderate_range=(moderate_min, moderate_max), off_contour_rate=off_contour_rate,
-                             off_contour_range=(off_contour_min, off_contour_max), swap_rate=swap_rate)
+                             off_contour_range=(off_contour_min, off_contour_max), swap_rate=swap_rate,
+                             chain_swap_rate=chain_swap_rate, duplicate_rate=duplicate_rate)
     except ValueError as e:
         raise InputError(str(e)) from None
     check_writable_location(out)
@@ -128,8 +142,7 @@ def plant_noise_cmd(
             table.to_csv(f, index=False, float_format="%.6f")
         write_marker(tmp, "plant-noise")
     counts = table.kind.value_counts()
-    typer.echo(f"planted into {len(ds)} faces: " + ", ".join(f"{k} {int(counts.get(k, 0))}" for k in
-                                                              ("gross", "moderate", "off_contour", "swap")))
+    typer.echo(f"planted into {len(ds)} faces: " + ", ".join(f"{k} {int(counts.get(k, 0))}" for k in ERROR_KINDS))
     typer.echo(f"noisy labels: {out / 'faces' / name}  truth + noise.csv: {out / 'truth'}")
 
 

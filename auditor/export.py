@@ -6,10 +6,11 @@ Which points (`only`):
     all        every labelled point
 The corrected position of a point and its `source`:
     edited     the curator's position (latest decision edit)
-    searched   the position stored with an accept, else the semantic search's (`x_searched`, `y_searched`): for an
-               undecided or rejected point it is the proposal, not a correction
-    predicted  the model's prediction (`x_pred`, `y_pred`), only where the searched position is not finite (the search
-               had no valid candidate); a finite searched position is never replaced by the prediction
+    searched, predicted, exchanged
+               the position stored with an accept, else the audit's proposal (`audit_dir.proposals`): the semantic
+               search's, the model's (gross errors, off-contour labels, duplicates, swapped sides, or where the
+               search had no valid candidate), or a chain swap's neighbour's label; for an undecided or rejected
+               point it is the proposal, not a correction
 `decision` is the latest decision, '' when undecided. Only accept and edit are ever applied to labels.
 
 CSV: the columns CSV_COLUMNS, one row per point, faces and points in the audit's order; positions in image pixels
@@ -104,8 +105,10 @@ def corrections(audit: Audit, decisions: pd.DataFrame, *, only: str = "accepted"
     x = np.where(chosen, p.x_decided, x_prop)
     y = np.where(chosen, p.y_decided, y_prop)
     # an accept stores the position proposed when it was made; say where that came from
-    accepted_from = np.where(np.isclose(p.x_decided, p.x_pred) & np.isclose(p.y_decided, p.y_pred), "predicted",
-                             "searched")
+    partner = (p.x_partner, p.y_partner) if "x_partner" in p else (np.nan, np.nan)
+    accepted_from = np.select([np.isclose(p.x_decided, p.x_pred) & np.isclose(p.y_decided, p.y_pred),
+                               np.isclose(p.x_decided, partner[0]) & np.isclose(p.y_decided, partner[1])],
+                              ["predicted", "exchanged"], "searched")
     source = np.select([decision == "edit", chosen], ["edited", accepted_from], proposed_from)
     dx, dy = x - p.x_human.to_numpy(), y - p.y_human.to_numpy()
     table = pd.DataFrame({

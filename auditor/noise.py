@@ -14,7 +14,7 @@ import pandas as pd
 from auditor.schemes import LandmarkScheme
 
 HARMLESS_KINDS = ("slide", "jitter")
-ERROR_KINDS = ("gross", "moderate", "off_contour", "swap")
+ERROR_KINDS = ("gross", "moderate", "off_contour", "swap", "chain_swap", "duplicate")
 NOISE_COLUMNS = ["image_id", "point", "kind", "dx", "dy", "magnitude_nme"]
 
 
@@ -31,16 +31,23 @@ class NoiseConfig:
     off_contour_rate: float = 0.03  # of contour points, along the contour's normal
     off_contour_range: tuple[float, float] = (0.03, 0.06)
     swap_rate: float = 0.03  # of faces, labelled with left and right exchanged
+    # clicked in the wrong order: two neighbours along a contour chain exchanged (a fraction of the chains' pairs);
+    # clicked twice: a point placed on top of the nearest other point (a fraction of points). Off by default so that
+    # a seed's synthetic set stays what it was; `plant-noise` turns them on.
+    chain_swap_rate: float = 0.0
+    duplicate_rate: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("slide_sigma", "jitter_sigma", "gross_rate", "moderate_rate", "off_contour_rate", "swap_rate"):
+        for name in ("slide_sigma", "jitter_sigma", "gross_rate", "moderate_rate", "off_contour_rate", "swap_rate",
+                     "chain_swap_rate", "duplicate_rate"):
             if not getattr(self, name) >= 0:  # NaN too
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("slide_sigma", "jitter_sigma", "gross_range", "moderate_range", "off_contour_range"):
             value = getattr(self, name)
             if not all(math.isfinite(v) and v <= 1e3 for v in (value if isinstance(value, tuple) else (value,))):
                 raise ValueError(f"{name} must be finite and at most 1000 NME units, got {value}")
-        if self.gross_rate + self.moderate_rate > 1 or self.swap_rate > 1 or self.off_contour_rate > 1:
+        if (self.gross_rate + self.moderate_rate > 1 or max(self.swap_rate, self.off_contour_rate, self.chain_swap_rate,
+                                                             self.duplicate_rate) > 1):
             raise ValueError("rates must be fractions in [0, 1] (gross_rate + moderate_rate <= 1)")
         for name in ("gross_range", "moderate_range", "off_contour_range"):
             lo, hi = getattr(self, name)
@@ -56,14 +63,49 @@ def _unit_normals(tangents: np.ndarray) -> np.ndarray:
     return np.stack([-tangents[..., 1], tangents[..., 0]], axis=-1)
 
 
+def _chain_swaps(noisy: np.ndarray, free: np.ndarray, pairs: np.ndarray, rng: np.random.Generator,
+                 rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mask (N, K) and displacements (N, K, 2) exchanging chosen pairs (P, 2) of chain neighbours, both still free
+    (`free` is updated); a point takes part in one swap at most."""
+    n, k, _ = noisy.shape
+    mask, delta = np.zeros((n, k), bool), np.zeros((n, k, 2))
+    chosen = rng.random((n, len(pairs))) < rate
+    for face, pair in zip(*np.nonzero(chosen), strict=True):
+        a, b = pairs[pair]
+        if free[face, a] and free[face, b]:
+            delta[face, a], delta[face, b] = noisy[face, b] - noisy[face, a], noisy[face, a] - noisy[face, b]
+            mask[face, [a, b]] = True
+            free[face, [a, b]] = False
+    return mask, delta
+
+
+def _duplicates(clean: np.ndarray, noisy: np.ndarray, free: np.ndarray, rng: np.random.Generator,
+                rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mask (N, K) and displacements (N, K, 2) putting chosen free points on the label of their nearest other
+    point (nearest in the clean shape); `free` is updated."""
+    n, k, _ = noisy.shape
+    mask = free & (rng.random((n, k)) < rate)
+    distance = np.linalg.norm(clean[:, :, None] - clean[:, None, :], axis=-1)  # (N, K, K)
+    distance[:, np.arange(k), np.arange(k)] = np.inf
+    nearest = np.argmin(np.nan_to_num(distance, nan=np.inf), axis=-1)  # (N, K)
+    mask &= ~np.take_along_axis(mask, nearest, axis=1)  # a point whose target moves too would land nowhere
+    target = np.take_along_axis(noisy, nearest[..., None], axis=1)
+    delta = np.where(mask[..., None] & np.isfinite(target), target - noisy, 0.0)
+    mask &= np.isfinite(target).all(-1)
+    free &= ~mask
+    return mask, delta
+
+
 def plant_noise(landmarks: np.ndarray, scheme: LandmarkScheme, image_ids: list[str], rng: np.random.Generator,
                 config: NoiseConfig, *, labelled: np.ndarray | None = None,
                 boxes: np.ndarray | None = None) -> tuple[np.ndarray, pd.DataFrame]:
     """Noisy labels (N, K, 2) from clean ones (N, K, 2), and one row per planted displacement.
 
     Order: slide and jitter on every face; then either a left/right swap of the whole face or
-    per-point errors (gross, moderate, off-contour, at most one per point). Summing the rows'
-    `dx, dy` per point gives exactly `noisy - landmarks`.
+    per-point errors (gross, moderate, off-contour; then chain swaps and duplicates among the points still
+    without an error; at most one error per point). Summing the rows' `dx, dy` per point gives exactly
+    `noisy - landmarks`. The random draws of the later kinds come after the earlier kinds', so a seed plants
+    the same earlier errors whatever their rates.
     """
     clean = np.asarray(landmarks, dtype=np.float64)
     n, k, _ = clean.shape
@@ -110,6 +152,11 @@ def plant_noise(landmarks: np.ndarray, scheme: LandmarkScheme, image_ids: list[s
     sign = np.where(rng.random((n, k, 1)) < 0.5, -1.0, 1.0)
     magnitude = rng.uniform(*config.off_contour_range, size=(n, k, 1)) * iod[..., None]
     record("off_contour", off, sign * magnitude * _unit_normals(tangents))
+    free &= ~(gross | moderate | off)
+    if config.chain_swap_rate > 0:
+        record("chain_swap", *_chain_swaps(noisy, free, scheme.chain_pairs(), rng, config.chain_swap_rate))
+    if config.duplicate_rate > 0:
+        record("duplicate", *_duplicates(clean, noisy, free, rng, config.duplicate_rate))
 
     table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=NOISE_COLUMNS)
     return noisy, table[NOISE_COLUMNS]

@@ -88,6 +88,15 @@ class LandmarkScheme:
             return c.points[max(i - 1, 0)], c.points[min(i + 1, n - 1)]
         return None
 
+    def chain_pairs(self) -> np.ndarray:
+        """(P, 2) every pair of consecutive points along the contour chains (a closed chain's last and first too),
+        each pair once."""
+        pairs = []
+        for c in self.contours:
+            chain = list(c.points) + ([c.points[0]] if c.closed and len(c.points) > 2 else [])
+            pairs += [tuple(sorted(ab)) for ab in zip(chain, chain[1:], strict=False)]
+        return np.array(sorted(set(pairs)), dtype=np.int64).reshape(-1, 2)
+
     def contour_tangents(self, xy: np.ndarray) -> np.ndarray:
         """(..., K, 2) unit tangent of each point along its chain from (..., K, 2) positions; NaN off any chain."""
         xy = np.asarray(xy, dtype=np.float64)

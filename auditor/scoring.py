@@ -60,7 +60,8 @@ from auditor.shape_model import (
     shape_residuals,
 )
 
-ISSUE_TYPES = ("gross_error", "off_contour", "contour_slide", "swapped_sides", "low_confidence")
+ISSUE_TYPES = ("gross_error", "off_contour", "chain_swap", "duplicate", "contour_slide", "swapped_sides",
+               "low_confidence")
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,10 @@ class ScoringConfig:
     low_confidence: float = 0.1  # heatmap value at the prediction below this: low_confidence
     swap_ratio: float = 0.6  # mirrored labels' NME over the labels' NME below this ...
     swap_min_nme: float = 0.05  # ... and the labels' NME above this: swapped_sides
+    chain_factor: float = 0.05  # chain neighbours whose labels exchanged are this much likelier: chain_swap
+    duplicate_nme: float = 0.01  # two labels closer than this ...
+    duplicate_apart_nme: float = 0.04  # ... where the model puts them this far apart: duplicate
+    duplicate_power: float = 2.0  # (distance / duplicate_nme) ** duplicate_power multiplies the farther one's score
 
     def to_json(self) -> dict:
         """The config as a JSON-ready dict."""
@@ -171,6 +176,65 @@ def prediction_weight(pred_residual: np.ndarray, shape_residual: np.ndarray, swa
         return 1.0
     ratio = np.nanmedian(shape) / max(np.nanmedian(pred), 1e-12)
     return float(min(1.0, ratio**2))
+
+
+def chain_swaps(residual: np.ndarray, exchanged: np.ndarray, tangents: np.ndarray, pairs: np.ndarray,
+                is_contour: np.ndarray, config: ScoringConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Labels exchanged with a chain neighbour: each point's evidence factor in (0, 1] (N, K) and its partner
+    (N, K), -1 where none.
+
+    `residual` (N, K, 2) is each label less its reference position, `exchanged` (N, P, 2, 2) each pair's (P, 2)
+    two labels less the other point's reference, in NME units. Both are standardised alike (each point's robust
+    spread along and across its contour), and the factor is the likelihood ratio of the labels as they are over
+    the labels exchanged (2-D Student-t, `dof`), where the exchange explains them at least 1 / chain_factor times
+    better: a slide along the contour within its usual spread explains itself, an order flipped across a whole
+    neighbour spacing does not."""
+    n, k, _ = residual.shape
+    a, b = pairs[:, 0], pairs[:, 1]
+    centre, sigma = robust_spread(frame_components(residual, tangents), is_contour, config)
+
+    def log_tail(field: np.ndarray, points: np.ndarray) -> np.ndarray:  # (N, P, 2) at `points` -> (N, P)
+        z = (frame_components(field, tangents[:, points]) - centre[points]) / sigma[points]
+        return np.log(student_score(np.square(z).sum(-1), config.dof))
+
+    with np.errstate(invalid="ignore"):
+        ratio = np.exp(log_tail(residual[:, a], a) + log_tail(residual[:, b], b)
+                       - log_tail(exchanged[:, :, 0], a) - log_tail(exchanged[:, :, 1], b))  # (N, P)
+    found = np.isfinite(ratio) & (ratio < config.chain_factor)
+    evidence, partner = np.ones((n, k)), np.full((n, k), -1, dtype=np.int64)
+    for j in np.argsort(-np.where(found, ratio, np.inf), axis=None, kind="stable"):  # strongest pair written last
+        face, pair = divmod(int(j), len(pairs))
+        if found[face, pair]:
+            for me, other in (pairs[pair], pairs[pair][::-1]):
+                evidence[face, me], partner[face, me] = ratio[face, pair], other
+    return evidence, partner
+
+
+def duplicates(human: np.ndarray, reference: np.ndarray, normaliser: np.ndarray, config: ScoringConfig
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (N, K, 2) put on top of another label of the face: the evidence factor (N, K) in (0, 1],
+    (distance / duplicate_nme) ** duplicate_power, of the one of the two farther from its reference position
+    (N, K, 2), 1 elsewhere, and the label it sits on (N, K), -1 where none. Only a pair the reference puts
+    duplicate_apart_nme apart or more on that face counts (a closed mouth's inner lips meet, a scheme's points may
+    coincide by design)."""
+    n, k, _ = human.shape
+    miss = np.linalg.norm(human - reference, axis=-1)
+    evidence, partner = np.ones((n, k)), np.full((n, k), -1, dtype=np.int64)
+    hits = []
+    for start in range(0, n, 1000):  # N·K² distances add up: in blocks of faces, float32
+        faces = slice(start, min(start + 1000, n))
+        scale = normaliser[faces, None, None].astype(np.float32)
+        xy, ref = human[faces].astype(np.float32), reference[faces].astype(np.float32)
+        distance = np.linalg.norm(xy[:, :, None] - xy[:, None, :], axis=-1) / scale
+        apart = np.linalg.norm(ref[:, :, None] - ref[:, None, :], axis=-1) / scale > config.duplicate_apart_nme
+        face, i, j = np.nonzero(np.triu((distance < config.duplicate_nme) & apart, k=1))
+        hits += zip(face + start, i, j, distance[face, i, j], strict=True)
+    for face, i, j, d in hits:
+        moved, other = (i, j) if np.nan_to_num(miss[face, i]) >= np.nan_to_num(miss[face, j]) else (j, i)
+        factor = (float(d) / config.duplicate_nme) ** config.duplicate_power
+        if factor < evidence[face, moved]:
+            evidence[face, moved], partner[face, moved] = factor, other
+    return evidence, partner
 
 
 def mirror_ratio(human: np.ndarray, pred: np.ndarray, normaliser: np.ndarray,
@@ -240,6 +304,15 @@ def score_points(points: pd.DataFrame, images: pd.DataFrame, scheme: LandmarkSch
     score = (student_score(np.square(z).sum(-1), config.dof) ** pred_weight
              * student_score(np.square(shape_z).sum(-1), config.dof) ** config.shape_weight
              * student_score(np.nan_to_num(np.square(search_z).sum(-1)), config.dof) ** config.search_weight)
+    not_swapped = ~swapped[:, None]
+    pairs = scheme.chain_pairs()
+    exchanged = np.stack([human[:, pairs[:, 1]] - reference[:, pairs[:, 0]],
+                          human[:, pairs[:, 0]] - reference[:, pairs[:, 1]]], axis=2) / norm[:, None, None, None]
+    chain, chain_partner = chain_swaps(residual, exchanged, tangents, pairs, is_contour, config)
+    chain, chain_partner = np.where(not_swapped, chain, 1.0), np.where(not_swapped, chain_partner, -1)
+    duplicate, duplicate_partner = duplicates(human, reference, norm, config)
+    duplicate, duplicate_partner = np.where(not_swapped, duplicate, 1.0), np.where(not_swapped, duplicate_partner, -1)
+    score = score * np.minimum(chain, duplicate)
     labelled = np.isfinite(human).all(-1)
     score = np.where(labelled & np.isfinite(score), score, np.nan)
 
@@ -254,6 +327,8 @@ def score_points(points: pd.DataFrame, images: pd.DataFrame, scheme: LandmarkSch
     kind[on_contour & ~flagged & (np.abs(components[..., 0]) > config.slide_nme)] = "contour_slide"
     kind[flagged] = "gross_error"
     kind[flagged & on_contour & normal_dominant & (distance < config.gross_nme)] = "off_contour"
+    kind[flagged & (chain < 1) & (chain <= duplicate)] = "chain_swap"
+    kind[flagged & (duplicate < 1) & (duplicate < chain)] = "duplicate"
     kind[low & labelled] = "low_confidence"
     kind[swapped[:, None] & moved[None, :] & labelled] = "swapped_sides"
     kind[~labelled] = ""
@@ -265,6 +340,11 @@ def score_points(points: pd.DataFrame, images: pd.DataFrame, scheme: LandmarkSch
     points["normal_nme"] = normal.ravel()
     points["shape_residual_nme"] = np.linalg.norm(shape, axis=-1).ravel()
     points["pca_residual_nme"] = np.linalg.norm(shape_residuals(human, norm, fit=fit), axis=-1).ravel()
+    partner = np.where(kind == "chain_swap", chain_partner, np.where(kind == "duplicate", duplicate_partner, -1))
+    partner_xy = np.where((partner >= 0)[..., None], np.take_along_axis(human, np.maximum(partner, 0)[..., None],
+                                                                         axis=1), np.nan)
+    points["partner"] = partner.astype(np.int16).ravel()
+    points["x_partner"], points["y_partner"] = partner_xy[..., 0].ravel(), partner_xy[..., 1].ravel()
     points["label_score"] = score.ravel()
     points["issue_type"] = pd.array(kind.ravel(), dtype="string")
     points["is_label_issue"] = issue.ravel()

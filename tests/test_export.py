@@ -248,3 +248,14 @@ def test_a_gross_error_proposes_the_strong_local_peak_over_the_prediction(audit)
     np.testing.assert_allclose(x[0::2], points.x_mode[0::2])
     np.testing.assert_allclose(y[1::2], points.y_pred[1::2])
     assert set(source) == {"predicted"}
+
+
+def test_a_chain_swap_proposes_its_neighbours_label_and_a_duplicate_the_prediction(audit):
+    points = load_audit(audit).points.copy()
+    points.loc[[0, 1], "issue_type"] = ["chain_swap", "duplicate"]
+    points.loc[0, ["partner", "x_partner", "y_partner"]] = [1, 11.5, 12.5]
+    points.loc[1, ["partner", "x_partner", "y_partner"]] = [0, 3.0, 4.0]
+    x, y, source = proposals(points)
+    assert list(source[:2]) == ["exchanged", "predicted"]
+    assert (x[0], y[0]) == (11.5, 12.5)
+    np.testing.assert_allclose((x[1], y[1]), points.loc[1, ["x_pred", "y_pred"]].astype(float))

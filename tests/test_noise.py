@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 from helpers import run_auditor
 
@@ -102,3 +103,34 @@ def test_cli_refuses_a_nan_rate(tmp_path):
     r = run_auditor("plant-noise", tmp_path / "data", tmp_path / "out", "--gross-rate", "nan")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "gross_rate must be >= 0, got nan" in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_chain_swaps_and_duplicates():
+    clean = faces(400, seed=5)
+    ids = [f"f{i}" for i in range(len(clean))]
+    config = NoiseConfig(chain_swap_rate=0.02, duplicate_rate=0.02)
+    noisy, table = plant_noise(clean, S68, ids, np.random.default_rng(6), config)
+    assert np.allclose(split(table, ids, 68), noisy - clean)
+    errors = table[~table.kind.isin(["slide", "jitter"])]
+    assert not errors.duplicated(["image_id", "point"]).any()
+    index = {im: i for i, im in enumerate(ids)}
+    pairs = {tuple(p) for p in S68.chain_pairs()}
+    chain = errors[errors.kind == "chain_swap"]
+    assert len(chain) > 100 and len(chain) % 2 == 0
+    before_swaps = noisy - split(chain, ids, 68)
+    for row in chain.itertuples():  # each point holds the label its chain neighbour had, and the neighbour its own
+        face = index[row.image_id]
+        partner = [b for b in chain[chain.image_id == row.image_id].point
+                   if np.allclose(noisy[face, row.point], before_swaps[face, b]) and b != row.point]
+        assert len(partner) == 1 and tuple(sorted((row.point, partner[0]))) in pairs
+        assert np.allclose(noisy[face, partner[0]], before_swaps[face, row.point])
+    duplicate = errors[errors.kind == "duplicate"]
+    assert len(duplicate) > 100
+    for row in duplicate.itertuples():
+        face = index[row.image_id]
+        others = np.delete(np.arange(68), row.point)
+        assert np.linalg.norm(noisy[face, others] - noisy[face, row.point], axis=-1).min() < 1e-9
+    # the earlier kinds are the same whatever the later kinds' rates: a seed plants the same errors
+    _, before = plant_noise(clean, S68, ids, np.random.default_rng(6), NoiseConfig())
+    kept = table[~table.kind.isin(["chain_swap", "duplicate"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, before.reset_index(drop=True))

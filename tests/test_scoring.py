@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from auditor.audit_dir import proposals
 from auditor.scoring import (
     ScoringConfig,
     face_model_scale,
@@ -236,3 +237,36 @@ def test_points_sliding_alone_stand_out_where_their_neighbours_slide_together(tr
     alone = ScoringConfig(shape_weight=0.0, search_weight=0.0)  # the prediction's term alone
     assert found(alone) >= 9 and found(ScoringConfig()) >= 9
     assert found(replace(alone, condition_on_face=False)) <= 5
+
+
+def test_chain_swaps_and_duplicates_are_found_typed_and_get_their_partner(truth):
+    scheme = truth.scheme
+    human, pred, _, _ = noisy_case(truth, seed=4)
+    human[5, [3, 4]] = human[5, [4, 3]]  # two jaw neighbours clicked in the wrong order
+    human[9, [37, 38]] = human[9, [38, 37]]  # two upper-lid neighbours
+    human[13, 50] = human[13, 49]  # the outer lip's point clicked twice
+    points, _ = score_points(*tables(human, pred, scheme), scheme)
+    grid = {c: points[c].to_numpy().reshape(len(truth), 68) for c in ("label_score", "issue_type", "partner",
+                                                                      "is_label_issue")}
+    for face, a, b in ((5, 3, 4), (9, 37, 38)):
+        assert grid["issue_type"][face, a] == grid["issue_type"][face, b] == "chain_swap"
+        assert (grid["partner"][face, a], grid["partner"][face, b]) == (b, a)
+    assert grid["issue_type"][13, 50] == "duplicate" and grid["partner"][13, 50] == 49
+    assert not grid["is_label_issue"][13, 49]  # the label it sits on is not blamed
+    planted = np.zeros((len(truth), 68), bool)
+    planted[5, [3, 4]] = planted[9, [37, 38]] = planted[13, 50] = True
+    assert grid["label_score"][planted].max() < np.quantile(grid["label_score"][~planted], 0.005)
+    assert (grid["partner"][~planted] >= 0).mean() < 0.002  # independent slides of 0.04 NME meet now and then
+    x, y, source = proposals(points)
+    row = 5 * 68 + 3
+    assert source[row] == "exchanged" and (x[row], y[row]) == tuple(human[5, 4])
+    assert source[13 * 68 + 50] == "predicted"
+
+
+def test_coinciding_points_of_the_scheme_are_not_duplicates(truth):
+    scheme = truth.scheme
+    human, pred, _, _ = noisy_case(truth, seed=5)
+    human[:, 60] = human[:, 48]  # this dataset's labels put the inner lip corner on the outer one, every face
+    pred[:, 60] = pred[:, 48]
+    points, _ = score_points(*tables(human, pred, scheme), scheme)
+    assert not ((points["issue_type"] == "duplicate") & points["point"].isin([48, 60])).any()
