@@ -70,6 +70,21 @@ def ced_max(nmes: dict[str, np.ndarray]) -> float:
     return max(0.10, float(np.ceil(q * 20) / 20))
 
 
+def calibration_text(manifest: dict) -> str:
+    """One line on the issue threshold: what the calibration expects of it (`auditor.calibration`), or why there
+    is none."""
+    threshold = (manifest.get("scoring") or {}).get("issue_threshold")
+    block = manifest.get("calibration")
+    if not isinstance(block, dict):
+        return f"Issue threshold {threshold:g} (the audit predates calibration)."
+    if not block.get("calibrated"):
+        return f"Issue threshold {threshold:g}, not calibrated: {block.get('reason', 'no reason recorded')}."
+    return (f"Issue threshold {block['threshold']:.3g}, calibrated to a precision of {block['target_precision']:.0%} "
+            f"on {block['planted']:,} errors planted into a copy of these labels: expected precision "
+            f"{block['expected_precision']:.0%}, recall {block['expected_recall']:.0%} of plain mistakes like "
+            "those (swapped faces apart).")
+
+
 def overview_ui(view: AuditView) -> None:
     """Draw the overview page."""
     stats = overview_stats(view)
@@ -79,6 +94,7 @@ def overview_ui(view: AuditView) -> None:
     columns[1].metric("Points", f"{stats['points']:,}")
     columns[2].metric("Label issues", f"{stats['issues']:,}")
     columns[3].metric("Faces with issues", f"{stats['faces_with_issues']:,}")
+    st.caption(calibration_text(view.manifest))
 
     left, right = st.columns(2)
     with left:

@@ -27,7 +27,17 @@ from tqdm import tqdm
 
 from auditor import __version__
 from auditor.atomic import atomic_directory, atomic_write_text
-from auditor.audit_dir import FORMAT_VERSION, is_audit_directory, load_audit, load_manifest
+from auditor.audit_dir import (
+    CALIBRATION_DIR,
+    FORMAT_VERSION,
+    IMAGES,
+    POINTS,
+    is_audit_directory,
+    load_audit,
+    load_manifest,
+    read_table,
+)
+from auditor.calibration import DEFAULT_TARGET_PRECISION, calibrated, planted_copy
 from auditor.checkpoint import load_checkpoint, model_from_checkpoint
 from auditor.dataset import Dataset
 from auditor.errors import InputError
@@ -46,6 +56,10 @@ from auditor.validation import dataclass_from_json
 REVIEW_FILES = ("reviews.sqlite", "reviews.sqlite-wal", "reviews.sqlite-shm")
 _MEASURES = ("mode_peak", "peak", "anisotropy", "angle", "gaussianity_human", "gaussianity_searched", "flat_hat",
              "confidence", "search_gain")
+# the columns `_tables` writes, before scoring
+_UNSCORED_POINTS = ("image_id", "face", "point", "point_name", "group", "is_contour", "x_human", "y_human",
+                    "x_searched", "y_searched", "x_searched_broad", "y_searched_broad", "x_pred", "y_pred", "x_mode",
+                    "y_mode", "searched_nme", "pred_err_nme", *_MEASURES)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -179,13 +193,18 @@ def _measure(heat: torch.Tensor, batch: Batch, landmarks: np.ndarray, search_con
 
 def _measured_batches(model: LandmarkModel, ds: Dataset, faces: np.ndarray, search_config: SearchConfig,
                       side: int | None, *, device: str | torch.device, batch_size: int, flip: bool,
-                      use_ghcu: bool = True, workers: int = 0) -> Iterator[tuple[Batch, dict[str, np.ndarray]]]:
+                      use_ghcu: bool = True, workers: int = 0, planted: np.ndarray | None = None
+                      ) -> Iterator[tuple[Batch, dict[str, np.ndarray], dict[str, np.ndarray] | None]]:
     """Each batch of the model's output over `faces`, with its measures (`_measure`) of the GHCU's heatmaps (or the
-    last stack's); `workers` processes load the next batches meanwhile."""
+    last stack's) at the labels, and at the `planted` labels (N, K, 2) of the calibration's copy when given (the
+    same heatmaps, no windows); `workers` processes load the next batches meanwhile."""
     for batch in iterate_heatmaps(model, ds, indices=faces, batch_size=batch_size, device=device, flip=flip,
                                   workers=workers):
         heat = batch.ghcu_heatmaps if use_ghcu else batch.stack_heatmaps
-        yield batch, _measure(heat, batch, ds.landmarks[batch.index], search_config, side, ds.scheme)
+        measured = _measure(heat, batch, ds.landmarks[batch.index], search_config, side, ds.scheme)
+        at_planted = (None if planted is None
+                      else _measure(heat, batch, planted[batch.index], search_config, None, ds.scheme))
+        yield batch, measured, at_planted
 
 
 def _local_mode(heat: torch.Tensor, xy_hm: torch.Tensor, half: int, sigma: float,
@@ -260,8 +279,8 @@ def audit_tables(model: LandmarkModel, ds: Dataset, *, search_config: SearchConf
     rank, world = shard
     owned = np.arange(len(ds))[rank::world]
     measures: dict[str, np.ndarray] = {}
-    for batch, measured in _measured_batches(model, ds, owned, search_config, None, device=device,
-                                             batch_size=batch_size, flip=flip, use_ghcu=use_ghcu):
+    for batch, measured, _ in _measured_batches(model, ds, owned, search_config, None, device=device,
+                                                batch_size=batch_size, flip=flip, use_ghcu=use_ghcu):
         for key, value in measured.items():
             measures.setdefault(key, np.full((len(ds), *value.shape[1:]), np.nan))[batch.index] = value
     if gather is not None:
@@ -313,12 +332,16 @@ def _write_tables(out: Path, points: pd.DataFrame, images: pd.DataFrame, manifes
 def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: dict | None = None,
               device: str = "auto", batch_size: int = 32, shard: tuple[int, int] | None = None,
               search_config: SearchConfig | None = None, scoring: ScoringConfig | None = None,
-              flip: bool = True, workers: int = 1, progress: bool = True) -> dict:
+              flip: bool = True, workers: int = 1, progress: bool = True,
+              target_precision: float | None = DEFAULT_TARGET_PRECISION) -> dict:
     """Audit every face of `ds` (or one shard) with a checkpoint; write the directory `out`; return its manifest.
 
     `flip`: the heatmaps are the mean of each face's and its mirror image's (through the scheme's flip pairs).
     `workers`: processes that load and crop the next batches while the model, the search and the measures run
     on this one (0: the audit's own process loads them, in turn).
+    `target_precision`: the issue threshold is calibrated to it on a copy of the labels with planted errors
+    (`auditor.calibration`), measured on the same heatmaps; None or 0 keeps `scoring.issue_threshold`. A shard
+    keeps the copy's tables (CALIBRATION_DIR) for `merge_audits` to calibrate on all faces.
     """
     started = time.perf_counter()
     search_config, scoring = search_config or SearchConfig(), scoring or ScoringConfig()
@@ -342,23 +365,28 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
         raise InputError(f"shard {shard[0]}/{shard[1]} of {len(ds)} faces is empty", field="--shard")
     k, size = ds.num_points, model.config.heatmap_size
     side = window_side(search_config, size)
+    copy, planted = planted_copy(ds) if target_precision else (None, None)
 
     with atomic_directory(out, carry=REVIEW_FILES) as tmp:
         store = tmp / "heatmaps"
         store.mkdir()
         parts: dict[str, list[np.ndarray]] = {}
+        planted_parts: dict[str, list[np.ndarray]] = {}
         bar = tqdm(total=len(faces), desc="audit", unit="face", disable=None if progress else True)
         with (_NpyWriter(store / "windows.npy", np.float16, (len(faces), k, side, side)) as windows,
               _NpyWriter(store / "origins.npy", np.int16, (len(faces), k, 2)) as origins,
               _NpyWriter(store / "to_heatmap.npy", np.float64, (len(faces), 3, 3)) as affines):
             try:
-                for batch, measured in _measured_batches(model, ds, faces, search_config, side, device=torch_device,
-                                                         batch_size=batch_size, flip=flip, workers=workers):
+                for batch, measured, at_planted in _measured_batches(
+                        model, ds, faces, search_config, side, device=torch_device, batch_size=batch_size, flip=flip,
+                        workers=workers, planted=None if copy is None else copy.landmarks):
                     windows.append(measured.pop("windows"))
                     origins.append(measured.pop("origins"))
                     affines.append(batch.to_heatmap)
                     for key, value in measured.items():
                         parts.setdefault(key, []).append(value)
+                    for key, value in (at_planted or {}).items():
+                        planted_parts.setdefault(key, []).append(value)
                     bar.update(len(batch.index))
                     release_free_memory()
             finally:
@@ -367,6 +395,20 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
         points, images = _tables(ds, faces, stacked)
         del stacked
         points, images = score_points(points, images, ds.scheme, scoring)
+        planted_points, planted_images = (None, None) if copy is None else _tables(
+            copy, faces, {key: np.concatenate(value) for key, value in planted_parts.items()})
+        del planted_parts
+        if copy is None:
+            calibration = {"target_precision": None, "calibrated": False,
+                           "reason": "no target precision (--target-precision 0)"}
+        elif shard is None:
+            points, images, scoring, calibration = calibrated(points, images, planted_points, planted_images, planted,
+                                                              ds.scheme, scoring, target_precision)
+        else:
+            ids = set(images["image_id"].astype(str))
+            _write_calibration(tmp, planted_points, planted_images, planted[planted["image_id"].isin(ids)])
+            calibration = {"target_precision": target_precision, "calibrated": False,
+                           "reason": "a shard: merge calibrates on all faces"}
         seconds = time.perf_counter() - started
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -379,6 +421,7 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
             "search": {key: value for key, value in asdict(search_config).items() if key != "chunk_size"},
             "scoring": scoring.to_json(),
             "scoring_fitted": _fitted(points),
+            "calibration": calibration,
             "heatmaps": {"source": "ghcu", "flip_averaged": flip, "window": side, "dtype": "float16",
                          "heatmap_size": size, "bytes_per_face": k * side * side * 2},
             "shard": None if shard is None else {"index": shard[0], "count": shard[1], "faces": [start, stop]},
@@ -388,6 +431,31 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
         }
         _write_tables(tmp, points, images, manifest)
     return manifest
+
+
+def _write_calibration(out: Path, points: pd.DataFrame, images: pd.DataFrame, planted: pd.DataFrame) -> None:
+    """A shard's planted copy, measured and unscored, for `merge_audits` to calibrate on (CALIBRATION_DIR)."""
+    folder = out / CALIBRATION_DIR
+    folder.mkdir()
+    points.to_parquet(folder / "points.parquet", index=False)
+    images.to_parquet(folder / "images.parquet", index=False)
+    planted.to_csv(folder / "planted.csv", index=False)
+
+
+def _read_calibration(shard: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None:
+    """A shard's planted copy (`_write_calibration`), None when it has none; an InputError naming a damaged file."""
+    from auditor.evaluate import read_noise
+
+    folder = shard / CALIBRATION_DIR
+    if not os.path.lexists(folder):
+        return None
+    points = read_table(folder / POINTS, _UNSCORED_POINTS)
+    images = read_table(folder / IMAGES, ("image_id", "face", "image_path", "normaliser", "nme_searched", "nme_pred"))
+    planted = read_noise(folder / "planted.csv")
+    point = pd.to_numeric(planted["point"], errors="coerce")
+    if not (np.isfinite(point) & (point == np.round(point)) & (point >= 0)).all():
+        raise InputError("expected a point index in every row", path=folder / "planted.csv", field="point")
+    return points, images, planted.assign(point=point.astype(np.int64))
 
 
 def _shard_info(manifest: dict, path: Path) -> dict:
@@ -444,8 +512,10 @@ def _store_arrays(shard_dir: Path, faces: int, k: int) -> dict[str, np.ndarray]:
     return arrays
 
 
-def merge_audits(shards: list[Path], out: str | Path, *, scoring: ScoringConfig | None = None) -> dict:
-    """Concatenate the shard audits of one dataset and model into one audit, re-scored over all faces."""
+def merge_audits(shards: list[Path], out: str | Path, *, scoring: ScoringConfig | None = None,
+                 target_precision: float | None = DEFAULT_TARGET_PRECISION) -> dict:
+    """Concatenate the shard audits of one dataset and model into one audit, re-scored over all faces and
+    calibrated to `target_precision` on the shards' planted copies (`run_audit`)."""
     if not shards:
         raise InputError("no shard audits given")
     shards = [Path(s) for s in shards]
@@ -499,13 +569,24 @@ def merge_audits(shards: list[Path], out: str | Path, *, scoring: ScoringConfig 
         images = pd.concat([t.images for t in tables], ignore_index=True)
         del tables
         points, images = score_points(points, images, scheme, scoring)
+        copies = [_read_calibration(shards[i]) for i in order]
+        if target_precision and all(c is not None for c in copies):
+            points, images, scoring, calibration = calibrated(
+                points, images, *(pd.concat([c[j] for c in copies], ignore_index=True) for j in range(3)), scheme,
+                scoring, target_precision)
+        else:
+            calibration = {"target_precision": target_precision or None, "calibrated": False,
+                           "reason": ("no target precision (--target-precision 0)" if not target_precision else
+                                      "a shard was audited without calibration (--target-precision 0)")}
+        del copies
         seconds = sum(manifests[i]["timing"]["seconds"] for i in order) + time.perf_counter() - started
         dataset = dict(first["dataset"])
         for key in ("path", "images_root"):
             if dataset.get(key) is not None:
                 dataset[key] = _relative(str(Path(shards[order[0]]) / dataset[key]), Path(out))
         manifest = dict(first, dataset=dataset, created_at=datetime.now(UTC).isoformat(timespec="seconds"), shard=None,
-                        scoring=scoring.to_json(), scoring_fitted=_fitted(points), counts=_counts(points, images),
+                        scoring=scoring.to_json(), scoring_fitted=_fitted(points), calibration=calibration,
+                        counts=_counts(points, images),
                         timing={"seconds": round(seconds, 2), "faces_per_second": round(len(images) / seconds, 2),
                                 "device": first["timing"]["device"], "merged_from": len(shards)})
         _write_tables(tmp, points, images, manifest)

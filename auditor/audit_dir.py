@@ -19,6 +19,7 @@ from auditor.io import is_regular_file
 
 FORMAT_VERSION = 1
 MANIFEST, POINTS, IMAGES, REVIEWS = "manifest.json", "points.parquet", "images.parquet", "reviews.sqlite"
+CALIBRATION_DIR = "calibration"  # a shard's planted copy, measured (auditor.calibration), read by merge
 
 # the columns review and export rely on; an audit may hold more (docs/audit_format.md lists them all)
 POINT_COLUMNS = ("image_id", "face", "point", "point_name", "group", "x_human", "y_human", "x_searched", "y_searched",
@@ -138,7 +139,7 @@ def _checked_column(values: pd.Series, name: str, path: Path) -> pd.Series:
     return numbers if values.dtype == object else values
 
 
-def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+def read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     if not is_regular_file(path):
         raise InputError("missing: the audit is incomplete (re-run `auditor audit`)", path=path)
     try:
@@ -161,8 +162,8 @@ def load_audit(audit_dir: str | Path) -> Audit:
     """The manifest, `points.parquet` and `images.parquet` of an audit directory, validated."""
     audit_dir = audit_path(audit_dir)
     manifest = load_manifest(audit_dir)
-    points = _read_table(audit_dir / POINTS, POINT_COLUMNS)
-    images = _read_table(audit_dir / IMAGES, IMAGE_COLUMNS)
+    points = read_table(audit_dir / POINTS, POINT_COLUMNS)
+    images = read_table(audit_dir / IMAGES, IMAGE_COLUMNS)
     repeated = images.image_id[images.image_id.duplicated()]
     if len(repeated):
         raise InputError(f"image_id '{repeated.iloc[0]}' has {int((images.image_id == repeated.iloc[0]).sum())} rows; "

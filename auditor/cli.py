@@ -23,6 +23,9 @@ SchemeOpt = Annotated[str | None, typer.Option(help="Landmark scheme: 300w_68, w
                                                     "scheme .json (inferred from the point count if omitted).")]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip malformed annotation files or lines, listing each, "
                                                              "instead of stopping at the first.")]
+TargetOpt = Annotated[float, typer.Option(min=0.0, max=1.0, help="Calibrate the issue threshold to this precision "
+                                          "on a copy of the labels with planted errors (0: keep the default "
+                                          "threshold).")]
 ImagesOpt = Annotated[Path | None, typer.Option(help="Folder the annotation's image paths are relative to "
                                                      "(default: the annotation file's folder).")]
 
@@ -212,6 +215,7 @@ def audit(
                                        "image's (twice the model time; positions closer to the truth).")] = True,
     workers: Annotated[int, typer.Option(min=0, help="Processes that load and crop the next faces while the model "
                                          "and the search run (0: load them in turn).")] = 1,
+    target_precision: TargetOpt = 0.9,
     format: FormatOpt = None,
     scheme: SchemeOpt = None,
     skip_bad: SkipBadOpt = False,
@@ -225,7 +229,7 @@ def audit(
     source = {"path": str(data.resolve()), "images_root": None if images_root is None else str(images_root.resolve())}
     try:
         manifest = run_audit(ds, model, out, source=source, device=device, batch_size=batch_size, shard=parsed,
-                             flip=flip, workers=workers)
+                             flip=flip, workers=workers, target_precision=target_precision or None)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: {out} was left as it was", err=True)
         raise SystemExit(130) from None
@@ -238,6 +242,13 @@ def _echo_counts(manifest: dict, out: Path) -> None:
     typer.echo(f"audited {counts['faces']} faces ({counts['points']} labels) in {timing['seconds']:.1f} s "
                f"({timing['faces_per_second']:.1f} faces/s): {counts['label_issues']} label issues in "
                f"{counts['faces_with_issues']} faces; by type: {kinds}")
+    calibration = manifest.get("calibration") or {}
+    if calibration.get("calibrated"):
+        typer.echo(f"threshold {calibration['threshold']:.3g}, calibrated on {calibration['planted']} planted errors: "
+                   f"expected precision {calibration['expected_precision']:.2f}, recall "
+                   f"{calibration['expected_recall']:.2f} (target {calibration['target_precision']:.2f})")
+    elif calibration.get("reason"):
+        typer.echo(f"threshold {manifest['scoring']['issue_threshold']:.3g}, not calibrated: {calibration['reason']}")
     typer.echo(f"wrote {out}")
 
 
@@ -245,11 +256,12 @@ def _echo_counts(manifest: dict, out: Path) -> None:
 def merge(
     shards: Annotated[list[Path], typer.Argument(help="The shard audits (written with --shard i/n), all n of them.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The merged audit directory to write.")],
+    target_precision: TargetOpt = 0.9,
 ) -> None:
-    """Join the shard audits of one dataset and model into one audit, re-scored over all faces."""
+    """Join the shard audits of one dataset and model into one audit, re-scored and calibrated over all faces."""
     from auditor.audit import merge_audits
 
-    _echo_counts(merge_audits(shards, out), out)
+    _echo_counts(merge_audits(shards, out, target_precision=target_precision or None), out)
 
 
 @app.command()

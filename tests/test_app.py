@@ -81,6 +81,20 @@ def test_overview_counts_the_audit(audit_copy: Path) -> None:
     assert metrics["Points"] == f"{len(points):,}"
 
 
+def test_overview_states_the_calibrated_precision(audit_copy: Path) -> None:
+    manifest = json.loads((audit_copy / "manifest.json").read_text())
+    manifest["scoring"]["issue_threshold"] = 0.0123
+    manifest["calibration"] = {"calibrated": True, "target_precision": 0.9, "threshold": 0.0123,
+                               "expected_precision": 0.914, "expected_recall": 0.637, "planted": 4321}
+    (audit_copy / "manifest.json").write_text(json.dumps(manifest))
+    captions = " ".join(c.value for c in run_app().caption)
+    assert "threshold 0.0123, calibrated to a precision of 90% on 4,321 errors" in captions
+    assert "expected precision 91%, recall 64%" in captions
+    manifest["calibration"] = {"calibrated": False, "target_precision": None, "reason": "no target precision"}
+    (audit_copy / "manifest.json").write_text(json.dumps(manifest))
+    assert "not calibrated: no target precision" in " ".join(c.value for c in run_app().caption)
+
+
 def test_a_missing_audit_shows_an_error(audit_copy: Path) -> None:
     at = run_app()
     at.sidebar.text_input(key="audit_dir").set_value(str(audit_copy / "nowhere")).run()

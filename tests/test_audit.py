@@ -21,7 +21,7 @@ from auditor.geometry import apply_affine
 from auditor.inference import iterate_heatmaps
 from auditor.io import read_dataset
 from auditor.model import LandmarkModel, get_preset
-from auditor.scoring import ISSUE_TYPES
+from auditor.scoring import ISSUE_TYPES, ScoringConfig
 from auditor.search import SearchConfig, search
 from auditor.synth import generate
 
@@ -154,8 +154,18 @@ def test_shards_merge_into_the_whole_audit(setup, tmp_path):
                                np.load(merged / "heatmaps" / "windows.npy").astype(np.float32), atol=2e-3)
     assert manifest["shard"] is None and (merged / manifest["dataset"]["path"]).resolve() == (
         root / "syn" / "faces").resolve()
-    whole_weight = json.loads((whole / "manifest.json").read_text())["scoring_fitted"]["pred_weight"]
+    whole_manifest = json.loads((whole / "manifest.json").read_text())
+    whole_weight = whole_manifest["scoring_fitted"]["pred_weight"]
     assert manifest["scoring_fitted"]["pred_weight"] == pytest.approx(whole_weight, rel=0.02)  # refitted on all
+    # a shard keeps its planted copy; the merge calibrates on all faces as the whole audit did
+    assert (parts[0] / "calibration" / "points.parquet").is_file()
+    assert json.loads((parts[0] / "manifest.json").read_text())["calibration"]["reason"].startswith("a shard")
+    assert whole_manifest["calibration"]["calibrated"] and manifest["calibration"]["calibrated"]
+    assert manifest["calibration"]["planted"] == whole_manifest["calibration"]["planted"]
+    assert manifest["scoring"]["issue_threshold"] == manifest["calibration"]["threshold"]
+    assert np.log(manifest["calibration"]["threshold"] / whole_manifest["calibration"]["threshold"]) == (
+        pytest.approx(0, abs=0.5))
+    assert not (merged / "calibration").exists()
     with pytest.raises(InputError, match="exactly once"):
         merge_audits([parts[0], parts[1]], tmp_path / "bad")
     with pytest.raises(InputError, match="not a shard"):
@@ -341,6 +351,12 @@ def _edit_manifest(shard, change):
     (1, lambda s: _edit_manifest(s, lambda m: m["scoring"].update(dof=4.0)), "another scoring than"),
     (0, lambda s: _edit_manifest(s, lambda m: m["scoring"].update(dof="three")), "[scoring.dof]: expected a finite"),
     (0, lambda s: _edit_manifest(s, lambda m: m["scheme"].update(points="all")), "[scheme.points]: field 'points'"),
+    (1, lambda s: (s / "calibration" / "points.parquet").write_bytes(b"PAR1 not really"),
+     "calibration/points.parquet: not a readable parquet file"),
+    (1, lambda s: pd.read_parquet(s / "calibration" / "points.parquet").drop(columns="x_pred").to_parquet(
+        s / "calibration" / "points.parquet"), "calibration/points.parquet: missing column(s) x_pred"),
+    (0, lambda s: (s / "calibration" / "planted.csv").write_text("image_id,point,kind\nface_0000,left eye,gross\n"),
+     "planted.csv [point]: expected a point index"),
 ])
 def test_merge_of_a_damaged_shard_names_the_file(shards, tmp_path, which, damage, expected):
     copies = [tmp_path / s.name for s in shards]
@@ -401,3 +417,28 @@ def test_a_killed_audit_leaves_a_temp_folder_the_next_run_sweeps(setup, tmp_path
     r = run_auditor("audit", root / "syn" / "faces", "--model", root / "m.pt", "--out", tmp_path / "audit")
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["audit", live.name])
+
+
+def test_the_threshold_is_calibrated_to_the_target_precision(setup, tmp_path):
+    root, ds, whole = setup
+    calibrated = json.loads((whole / "manifest.json").read_text())
+    block = calibrated["calibration"]
+    assert block["calibrated"] and block["target_precision"] == 0.9 and block["planted"] >= 20
+    assert calibrated["scoring"]["issue_threshold"] == block["threshold"]
+    assert 0.9 <= block["expected_precision"] <= 1 and 0 < block["expected_recall"] <= 1
+    points = pd.read_parquet(whole / "points.parquet")
+    flagged = (points.label_score < block["threshold"]) | (points.issue_type == "swapped_sides")
+    assert (points.is_label_issue == flagged).all()
+    plain = run_audit(ds, root / "m.pt", tmp_path / "plain", device="cpu", progress=False, target_precision=None)
+    assert not plain["calibration"]["calibrated"] and "no target" in plain["calibration"]["reason"]
+    assert plain["scoring"]["issue_threshold"] == ScoringConfig().issue_threshold
+    loose = run_audit(ds, root / "m.pt", tmp_path / "loose", device="cpu", progress=False, target_precision=0.5)
+    assert loose["calibration"]["threshold"] >= block["threshold"]
+    few = run_audit(ds.subset([0, 1]), root / "m.pt", tmp_path / "few", device="cpu", progress=False)
+    assert not few["calibration"]["calibrated"] and "too few" in few["calibration"]["reason"]
+    done = run_auditor("audit", root / "syn" / "faces", "-m", root / "m.pt", "-o", tmp_path / "cli",
+                       "--target-precision", "0")
+    assert done.returncode == 0 and "not calibrated: no target precision" in done.stdout, done.stderr
+    refused = run_auditor("audit", root / "syn" / "faces", "-m", root / "m.pt", "-o", tmp_path / "cli2",
+                          "--target-precision", "1.5")
+    assert refused.returncode == 2 and "target-precision" in refused.stderr
