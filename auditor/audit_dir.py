@@ -86,8 +86,8 @@ def load_manifest(audit_dir: str | Path) -> dict:
 
 # the kind of every documented column (docs/audit_format.md); a column present must hold its kind
 _TEXT_OR_EMPTY = ("issue_type", "worst_point_name")
-_POSITIONS = tuple(f"{axis}_{name}" for name in ("human", "searched", "searched_broad", "pred", "mode", "partner")
-                   for axis in "xy")
+_POSITIONS = tuple(f"{axis}_{name}" for name in ("human", "searched", "searched_broad", "pred", "mode", "partner",
+                                                  "shape") for axis in "xy")
 _KINDS = {
     "image_id": "text", "point_name": "text", "group": "text", "image_path": "text", "issue_type": "text",
     "worst_point_name": "text",

@@ -339,6 +339,8 @@ def score_points(points: pd.DataFrame, images: pd.DataFrame, scheme: LandmarkSch
     points["tangential_nme"] = tangential.ravel()
     points["normal_nme"] = normal.ravel()
     points["shape_residual_nme"] = np.linalg.norm(shape, axis=-1).ravel()
+    shape_mean = human - shape * norm[:, None, None]
+    points["x_shape"], points["y_shape"] = shape_mean[..., 0].ravel(), shape_mean[..., 1].ravel()
     points["pca_residual_nme"] = np.linalg.norm(shape_residuals(human, norm, fit=fit), axis=-1).ravel()
     partner = np.where(kind == "chain_swap", chain_partner, np.where(kind == "duplicate", duplicate_partner, -1))
     partner_xy = np.where((partner >= 0)[..., None], np.take_along_axis(human, np.maximum(partner, 0)[..., None],

@@ -71,6 +71,13 @@ def test_scores_find_planted_errors_and_type_them(truth):
     assert slides.sum() > 100 and not points["is_label_issue"].to_numpy().reshape(-1, 68)[others][slides].any()
     assert images.loc[3, "worst_point"] == 36 and images.loc[3, "image_label_score"] == score[3].min()
     assert ((score >= 0) & (score <= 1)).all()
+    # the shape model's conditional mean is where shape_residual_nme measures from, and it puts the far eye corner
+    # back near its true place
+    shape = points[["x_shape", "y_shape"]].to_numpy().reshape(len(truth), 68, 2)
+    np.testing.assert_allclose(np.linalg.norm(human - shape, axis=-1) / images["normaliser"].to_numpy()[:, None],
+                               points["shape_residual_nme"].to_numpy().reshape(len(truth), 68), atol=1e-9)
+    assert np.linalg.norm(shape[3, 36] - truth.landmarks[3, 36]) < 0.5 * np.linalg.norm(human[3, 36]
+                                                                                       - truth.landmarks[3, 36])
 
 
 def test_a_jaw_slide_costs_less_than_the_same_shift_off_the_contour(truth):
