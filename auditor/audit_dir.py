@@ -194,20 +194,25 @@ def _scheme_size(manifest: dict) -> int | None:
     return len(points) if isinstance(points, list) and points else None
 
 
-PREDICTED_ISSUES = ("gross_error", "off_contour", "swapped_sides", "duplicate")
+PREDICTED_ISSUES = ("gross_error", "off_contour", "swapped_sides", "duplicate")  # never the search's position
+SHAPE_ISSUES = ("gross_error", "off_contour", "duplicate")  # the labels' shape's position
 
 
 def proposals(points: pd.DataFrame, mode_ratio: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The corrected position the audit proposes for each point (x, y) and where it comes from ('searched',
-    'predicted' or 'exchanged').
+    """The corrected position the audit proposes for each point (x, y), image px, and where it comes from
+    ('searched', 'shape', 'exchanged' or 'predicted').
 
-    The search stays near the label by design (its prior), which suits a contour slide but not a label that is
-    plainly wrong: gross errors, off-contour labels, duplicates and swapped sides get the model's prediction
-    instead; a chain swap gets the label its neighbour was given (`x_partner`, `y_partner`); and a
-    gross error the model's local peak in the search window when that peak is strong (at least `mode_ratio` of the
-    heatmap's maximum; it avoids the prediction's left/right confusions). On the sample set's flagged gross
-    errors that local peak is 0.065 NME from the truth on average, the prediction 0.100, the search 0.076 and the
-    labels 0.092; on off-contour labels the prediction is best (0.020, the search 0.036).
+    - gross errors, off-contour labels and duplicates: the labels' own shape, the point's conditional mean given
+      the face's other labels (`x_shape`, `y_shape`); on real faces it is twice as close to the labels before
+      planting as the model's position (benchmarks/README.md, "Real faces");
+    - a chain swap: the label its neighbour was given (`x_partner`, `y_partner`);
+    - swapped sides and low confidence: the model's prediction (on a swapped face the labels' shape is mirrored
+      too);
+    - anything else: the semantic search's position, which stays near the label by design (its prior) and suits a
+      contour slide; the prediction where the search had no valid candidate.
+    An audit without the shape columns proposes the prediction for gross errors and off-contour labels, or for a
+    gross error the model's local peak in the search window when that peak is strong (at least `mode_ratio` of
+    the heatmap's maximum).
     """
     kind = points["issue_type"].fillna("").to_numpy(dtype=object)
     searched = np.isfinite(points["x_searched"].to_numpy(float)) & np.isfinite(points["y_searched"].to_numpy(float))
@@ -219,10 +224,13 @@ def proposals(points: pd.DataFrame, mode_ratio: float = 0.5) -> tuple[np.ndarray
     use_search = searched & ~np.isin(kind, PREDICTED_ISSUES)
     x, y = np.where(use_search, points["x_searched"], x), np.where(use_search, points["y_searched"], y)
     source = np.where(use_search, "searched", "predicted").astype(object)
-    if {"x_partner", "y_partner"} <= set(points.columns):  # a chain swap: the label its neighbour was given
-        exchanged = (kind == "chain_swap") & np.isfinite(points["x_partner"].to_numpy(float))
-        x, y = np.where(exchanged, points["x_partner"], x), np.where(exchanged, points["y_partner"], y)
-        source = np.where(exchanged, "exchanged", source).astype(object)
+    for kinds, columns, name in ((SHAPE_ISSUES, ("x_shape", "y_shape"), "shape"),
+                                 (("chain_swap",), ("x_partner", "y_partner"), "exchanged")):
+        if set(columns) <= set(points.columns):
+            chosen = np.isin(kind, kinds) & np.isfinite(points[columns[0]].to_numpy(float)) & np.isfinite(
+                points[columns[1]].to_numpy(float))
+            x, y = np.where(chosen, points[columns[0]], x), np.where(chosen, points[columns[1]], y)
+            source = np.where(chosen, name, source).astype(object)
     return x.astype(float), y.astype(float), source
 
 

@@ -6,11 +6,11 @@ Which points (`only`):
     all        every labelled point
 The corrected position of a point and its `source`:
     edited     the curator's position (latest decision edit)
-    searched, predicted, exchanged
+    searched, shape, exchanged, predicted
                the position stored with an accept, else the audit's proposal (`audit_dir.proposals`): the semantic
-               search's, the model's (gross errors, off-contour labels, duplicates, swapped sides, or where the
-               search had no valid candidate), or a chain swap's neighbour's label; for an undecided or rejected
-               point it is the proposal, not a correction
+               search's, the labels' shape's (gross errors, off-contour labels, duplicates), a chain swap's
+               neighbour's label, or the model's (swapped sides, low confidence, or where the search had no valid
+               candidate); for an undecided or rejected point it is the proposal, not a correction
 `decision` is the latest decision, '' when undecided. Only accept and edit are ever applied to labels.
 
 CSV: the columns CSV_COLUMNS, one row per point, faces and points in the audit's order; positions in image pixels
@@ -105,10 +105,13 @@ def corrections(audit: Audit, decisions: pd.DataFrame, *, only: str = "accepted"
     x = np.where(chosen, p.x_decided, x_prop)
     y = np.where(chosen, p.y_decided, y_prop)
     # an accept stores the position proposed when it was made; say where that came from
-    partner = (p.x_partner, p.y_partner) if "x_partner" in p else (np.nan, np.nan)
-    accepted_from = np.select([np.isclose(p.x_decided, p.x_pred) & np.isclose(p.y_decided, p.y_pred),
-                               np.isclose(p.x_decided, partner[0]) & np.isclose(p.y_decided, partner[1])],
-                              ["predicted", "exchanged"], "searched")
+    def at(name: str) -> np.ndarray:
+        if f"x_{name}" not in p:
+            return np.zeros(len(p), dtype=bool)
+        return np.asarray(np.isclose(p.x_decided, p[f"x_{name}"]) & np.isclose(p.y_decided, p[f"y_{name}"]))
+
+    accepted_from = np.select([at("shape"), at("pred"), at("partner")], ["shape", "predicted", "exchanged"],
+                              "searched")
     source = np.select([decision == "edit", chosen], ["edited", accepted_from], proposed_from)
     dx, dy = x - p.x_human.to_numpy(), y - p.y_human.to_numpy()
     table = pd.DataFrame({

@@ -259,3 +259,14 @@ def test_a_chain_swap_proposes_its_neighbours_label_and_a_duplicate_the_predicti
     assert list(source[:2]) == ["exchanged", "predicted"]
     assert (x[0], y[0]) == (11.5, 12.5)
     np.testing.assert_allclose((x[1], y[1]), points.loc[1, ["x_pred", "y_pred"]].astype(float))
+
+
+def test_plain_errors_propose_the_labels_shape_and_swaps_the_prediction(audit):
+    points = load_audit(audit).points.copy()
+    points["x_shape"], points["y_shape"] = points.x_human + 2.0, points.y_human - 3.0
+    points.loc[0:4, "issue_type"] = ["gross_error", "off_contour", "duplicate", "swapped_sides", "gross_error"]
+    points.loc[4, "x_shape"] = np.nan  # no shape position: the prediction
+    x, y, source = proposals(points)
+    assert list(source[:5]) == ["shape", "shape", "shape", "predicted", "predicted"]
+    np.testing.assert_allclose(x[:3], points.x_shape[:3])
+    np.testing.assert_allclose(y[3:5], points.y_pred[3:5])

@@ -267,7 +267,21 @@ def test_chain_swaps_and_duplicates_are_found_typed_and_get_their_partner(truth)
     x, y, source = proposals(points)
     row = 5 * 68 + 3
     assert source[row] == "exchanged" and (x[row], y[row]) == tuple(human[5, 4])
-    assert source[13 * 68 + 50] == "predicted"
+    assert source[13 * 68 + 50] == "shape"  # the labels' shape puts it back between its neighbours
+    assert np.hypot(x[13 * 68 + 50] - truth.landmarks[13, 50, 0], y[13 * 68 + 50] - truth.landmarks[13, 50, 1]) < (
+        0.5 * np.linalg.norm(human[13, 50] - truth.landmarks[13, 50]))
+
+
+def test_labels_that_meet_on_many_faces_meet_by_convention_not_by_a_double_click(truth):
+    scheme = truth.scheme
+    human, pred, _, _ = noisy_case(truth, seed=6)
+    closed = np.arange(len(truth)) % 3 == 0  # a third of the mouths labelled closed, the model opens them all
+    human[closed, 61] = human[closed, 67]
+    human[4, 21] = human[4, 20]  # and one brow point clicked twice
+    points, _ = score_points(*tables(human, pred, scheme), scheme)
+    kind = points["issue_type"].to_numpy().reshape(len(truth), 68)
+    assert not (kind[:, [61, 67]] == "duplicate").any()
+    assert kind[4, 21] == "duplicate"
 
 
 def test_coinciding_points_of_the_scheme_are_not_duplicates(truth):
