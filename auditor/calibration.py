@@ -29,7 +29,7 @@ from auditor.scoring import ScoringConfig, score_points
 CALIBRATION_NOISE = NoiseConfig(swap_rate=0.0, chain_swap_rate=0.005, duplicate_rate=0.005).errors_only()
 CALIBRATION_SEED = 20_190_601
 DEFAULT_TARGET_PRECISION = 0.9
-MIN_RECALL, MAX_RECALL = 0.2, 0.5  # E's anchors: below, too few found to divide by; above, false flags creep in
+MIN_RECALL, MAX_RECALL = 0.3, 0.6  # E's anchors: below, too few found to divide by; above, false flags creep in
 MIN_PLANTED = 20  # fewer planted errors than this (a handful of faces): no calibration
 THRESHOLDS = np.geomspace(1e-8, 0.5, 161)  # candidate thresholds on label_score
 
