@@ -80,13 +80,14 @@ def _chain_swaps(noisy: np.ndarray, free: np.ndarray, pairs: np.ndarray, rng: np
 
 
 def _duplicates(clean: np.ndarray, noisy: np.ndarray, free: np.ndarray, rng: np.random.Generator,
-                rate: float) -> tuple[np.ndarray, np.ndarray]:
+                rate: float, iod: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mask (N, K) and displacements (N, K, 2) putting chosen free points on the label of their nearest other
-    point (nearest in the clean shape); `free` is updated."""
+    point (nearest in the clean shape) among those at least 1 % of the face's normaliser `iod` (N, 1) away (a
+    closed mouth's inner lips already meet: putting one on the other would move nothing); `free` is updated."""
     n, k, _ = noisy.shape
     mask = free & (rng.random((n, k)) < rate)
     distance = np.linalg.norm(clean[:, :, None] - clean[:, None, :], axis=-1)  # (N, K, K)
-    distance[:, np.arange(k), np.arange(k)] = np.inf
+    distance[distance < 0.01 * iod[:, :, None]] = np.inf  # the point itself, and points it already meets
     nearest = np.argmin(np.nan_to_num(distance, nan=np.inf), axis=-1)  # (N, K)
     mask &= ~np.take_along_axis(mask, nearest, axis=1)  # a point whose target moves too would land nowhere
     target = np.take_along_axis(noisy, nearest[..., None], axis=1)
@@ -156,7 +157,7 @@ def plant_noise(landmarks: np.ndarray, scheme: LandmarkScheme, image_ids: list[s
     if config.chain_swap_rate > 0:
         record("chain_swap", *_chain_swaps(noisy, free, scheme.chain_pairs(), rng, config.chain_swap_rate))
     if config.duplicate_rate > 0:
-        record("duplicate", *_duplicates(clean, noisy, free, rng, config.duplicate_rate))
+        record("duplicate", *_duplicates(clean, noisy, free, rng, config.duplicate_rate, iod))
 
     table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=NOISE_COLUMNS)
     return noisy, table[NOISE_COLUMNS]

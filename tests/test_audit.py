@@ -75,7 +75,9 @@ def test_audit_tables_in_memory_are_the_written_audit_also_when_sharded_and_gath
     root, ds, whole = setup
     model, _ = model_from_checkpoint(load_checkpoint(root / "m.pt"))
     written = pd.read_parquet(whole / "points.parquet")
-    points, images = audit_tables(model, ds, batch_size=3)
+    # the written audit's threshold is calibrated; in memory (training's rounds) the scoring's is used
+    scoring = ScoringConfig(**json.loads((whole / "manifest.json").read_text())["scoring"])
+    points, images = audit_tables(model, ds, batch_size=3, scoring=scoring)
     pd.testing.assert_frame_equal(points, written, check_dtype=False)
     pd.testing.assert_frame_equal(images, pd.read_parquet(whole / "images.parquet"), check_dtype=False)
     other = []  # process 1 of 2 measures the odd faces; process 0 gathers them in the same order
@@ -87,7 +89,7 @@ def test_audit_tables_in_memory_are_the_written_audit_also_when_sharded_and_gath
     audit_tables(model, ds, batch_size=2, shard=(1, 2), gather=keep)
     assert all(np.isnan(v[0::2]).all() and not np.isnan(v[1::2]).all() for v in other)
     pending = iter(other)
-    sharded, _ = audit_tables(model, ds, batch_size=2, shard=(0, 2),
+    sharded, _ = audit_tables(model, ds, batch_size=2, shard=(0, 2), scoring=scoring,
                               gather=lambda values: np.where(np.isnan(values), next(pending), values))
     pd.testing.assert_frame_equal(sharded, written, check_dtype=False, atol=1e-4)  # other batches: float noise
 
