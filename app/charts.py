@@ -50,7 +50,7 @@ def score_histogram_figure(log10_edges: np.ndarray, counts: dict[str, np.ndarray
         fig.add_trace(go.Bar(x=centres, y=values, width=width, name=name, marker_color=COLOURS[name],
                              customdata=10.0**centres, hovertemplate="score ≈ %{customdata:.2g}: %{y}"))
     if threshold is not None and threshold > 0:
-        fig.add_vline(x=float(np.log10(threshold)), line_dash="dash", annotation_text=f"threshold {threshold:g}")
+        fig.add_vline(x=float(np.log10(threshold)), line_dash="dash", annotation_text=f"threshold {threshold:.3g}")
     ticks = np.arange(np.floor(log10_edges[0]), 1)
     return _layout(fig, barmode="stack", bargap=0, xaxis={"title": "label_score (log scale; lower = more likely "
                    "wrong)", "tickvals": ticks, "ticktext": [f"1e{int(t)}" for t in ticks]}, yaxis_title="points")
