@@ -87,7 +87,8 @@ def _duplicates(clean: np.ndarray, noisy: np.ndarray, free: np.ndarray, rng: np.
     n, k, _ = noisy.shape
     mask = free & (rng.random((n, k)) < rate)
     distance = np.linalg.norm(clean[:, :, None] - clean[:, None, :], axis=-1)  # (N, K, K)
-    distance[distance < 0.01 * iod[:, :, None]] = np.inf  # the point itself, and points it already meets
+    distance[distance < 0.01 * iod[:, :, None]] = np.inf  # points it already meets
+    distance[:, np.arange(k), np.arange(k)] = np.inf  # and itself, also where the normaliser is unknown
     nearest = np.argmin(np.nan_to_num(distance, nan=np.inf), axis=-1)  # (N, K)
     mask &= ~np.take_along_axis(mask, nearest, axis=1)  # a point whose target moves too would land nowhere
     target = np.take_along_axis(noisy, nearest[..., None], axis=1)
