@@ -37,7 +37,7 @@ from auditor.audit_dir import (
     load_manifest,
     read_table,
 )
-from auditor.calibration import DEFAULT_TARGET_PRECISION, calibrated, planted_copy
+from auditor.calibration import DEFAULT_TARGET_PRECISION, NO_TARGET, calibrated, planted_copy, uncalibrated
 from auditor.checkpoint import load_checkpoint, model_from_checkpoint
 from auditor.dataset import Dataset
 from auditor.errors import InputError
@@ -399,16 +399,14 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
             copy, faces, {key: np.concatenate(value) for key, value in planted_parts.items()})
         del planted_parts
         if copy is None:
-            calibration = {"target_precision": None, "calibrated": False,
-                           "reason": "no target precision (--target-precision 0)"}
+            calibration = uncalibrated(target_precision, NO_TARGET)
         elif shard is None:
             points, images, scoring, calibration = calibrated(points, images, planted_points, planted_images, planted,
                                                               ds.scheme, scoring, target_precision)
         else:
             ids = set(images["image_id"].astype(str))
             _write_calibration(tmp, planted_points, planted_images, planted[planted["image_id"].isin(ids)])
-            calibration = {"target_precision": target_precision, "calibrated": False,
-                           "reason": "a shard: merge calibrates on all faces"}
+            calibration = uncalibrated(target_precision, "a shard: merge calibrates on all faces")
         seconds = time.perf_counter() - started
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -575,9 +573,8 @@ def merge_audits(shards: list[Path], out: str | Path, *, scoring: ScoringConfig 
                 points, images, *(pd.concat([c[j] for c in copies], ignore_index=True) for j in range(3)), scheme,
                 scoring, target_precision)
         else:
-            calibration = {"target_precision": target_precision or None, "calibrated": False,
-                           "reason": ("no target precision (--target-precision 0)" if not target_precision else
-                                      "a shard was audited without calibration (--target-precision 0)")}
+            calibration = uncalibrated(target_precision, NO_TARGET if not target_precision else
+                                       "a shard was audited without calibration (--target-precision 0)")
         del copies
         seconds = sum(manifests[i]["timing"]["seconds"] for i in order) + time.perf_counter() - started
         dataset = dict(first["dataset"])

@@ -99,23 +99,27 @@ def calibrate(points: pd.DataFrame, planted_points: pd.DataFrame, planted: pd.Da
                        errors_found, int(positive.sum()))
 
 
+NO_TARGET = "no target precision (--target-precision 0)"
+
+
+def uncalibrated(target_precision: float | None, reason: str) -> dict:
+    """The manifest's `calibration` block of an audit whose threshold was not calibrated, and why."""
+    return {"target_precision": target_precision or None, "calibrated": False, "reason": reason}
+
+
 def calibrated(points: pd.DataFrame, images: pd.DataFrame, planted_points: pd.DataFrame,
                planted_images: pd.DataFrame, planted: pd.DataFrame, scheme: LandmarkScheme, scoring: ScoringConfig,
-               target_precision: float | None) -> tuple[pd.DataFrame, pd.DataFrame, ScoringConfig, dict]:
+               target_precision: float) -> tuple[pd.DataFrame, pd.DataFrame, ScoringConfig, dict]:
     """The audit's tables scored at the calibrated threshold, the scoring applied and the manifest's `calibration`
     block, from the scored tables (points, images), the unscored tables of the planted copy and its planted rows.
 
-    With no target (None or 0), or too few planted errors to calibrate on, the tables and scoring are returned as
-    they are and the block says why."""
-    if not target_precision:
-        return points, images, scoring, {"target_precision": None, "calibrated": False,
-                                         "reason": "no target precision (--target-precision 0)"}
+    With too few planted errors to calibrate on, the tables and scoring are returned as they are and the block
+    says why."""
     planted_points, planted_images = score_points(planted_points, planted_images, scheme, scoring)
     result = calibrate(points, planted_points, planted, target_precision=target_precision)
     if result is None:
-        return points, images, scoring, {"target_precision": target_precision, "calibrated": False,
-                                         "reason": f"fewer than {MIN_PLANTED} planted errors found a threshold "
-                                                   "(too few faces to calibrate on)"}
+        return points, images, scoring, uncalibrated(target_precision, f"fewer than {MIN_PLANTED} planted errors "
+                                                     "found a threshold (too few faces to calibrate on)")
     scoring = replace(scoring, issue_threshold=result.threshold)
     points, images = score_points(points, images, scheme, scoring)
     return points, images, scoring, {"calibrated": True, **result.to_json()}

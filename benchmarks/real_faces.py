@@ -96,19 +96,18 @@ def operating_point(points: pd.DataFrame, kinds: np.ndarray) -> dict[str, float]
     return out
 
 
-def displacement(points: pd.DataFrame, images: pd.DataFrame, truth: pd.DataFrame, kinds: np.ndarray
+def displacement(points: pd.DataFrame, norm: np.ndarray, true_xy: np.ndarray, kinds: np.ndarray
                  ) -> dict[str, float]:
     """What accepting every flag does: the planted displacement it removes (the labels' summed distance from the
     labels before planting, over planted points, in NME) and how far it moves unplanted points (mean NME over
-    the flagged ones, and their summed move over the planted displacement)."""
+    the flagged ones, and their summed move over the planted displacement); `norm` (n,) each point's face
+    normaliser, `true_xy` (n, 2) the labels before planting."""
     from auditor.audit_dir import proposals
 
-    norm = images.set_index("image_id")["normaliser"].reindex(points["image_id"]).to_numpy()
     before = points[["x_human", "y_human"]].to_numpy(dtype=np.float64)
     x, y, _ = proposals(points)
     flagged = points["is_label_issue"].to_numpy(dtype=bool)
     after = np.where(flagged[:, None], np.stack([x, y], 1), before)
-    true_xy = truth[["x", "y"]].to_numpy(dtype=np.float64)
     planted = kinds != ""
     err_before = np.linalg.norm(before - true_xy, axis=1) / norm
     err_after = np.linalg.norm(after - true_xy, axis=1) / norm
@@ -121,15 +120,14 @@ def displacement(points: pd.DataFrame, images: pd.DataFrame, truth: pd.DataFrame
             "unplanted_move_share": float(moved[clean_flagged].sum() / total)}
 
 
-def truth_points(truth_dir: Path, points: pd.DataFrame) -> pd.DataFrame:
-    """The 300-W labels before planting at each audited point: columns x, y, rows in `points`' order."""
+def truth_points(truth_dir: Path, points: pd.DataFrame) -> np.ndarray:
+    """The 300-W labels before planting at each audited point (n, 2), image px, in `points`' order."""
     from auditor.io import read_dataset
 
     truth = read_dataset(truth_dir)
     index = {face: i for i, face in enumerate(truth.image_ids)}
     rows = np.array([index[i] for i in points["image_id"]])
-    xy = truth.landmarks[rows, points["point"].to_numpy()]
-    return pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1]})
+    return truth.landmarks[rows, points["point"].to_numpy()]
 
 
 def candidates(points: pd.DataFrame, normaliser: np.ndarray) -> dict[str, np.ndarray]:
@@ -262,7 +260,9 @@ def report(work: Path) -> dict[str, float]:
         print(f"auditor           all_but_swaps{positive.sum():>5} " + " ".join(
             f"{auditor.loc['all_but_swaps', c]:>7.4f}" for c in ("auroc", "ap", "recall_at_90p")))
         op = operating_point(p[no_swaps].reset_index(drop=True), kinds[no_swaps])
-        moved = displacement(p, im, truth_points(work / "truth", p), kinds)
+        norm = im.set_index("image_id")["normaliser"].reindex(p["image_id"]).to_numpy()
+        true_xy = truth_points(work / "truth", p)
+        moved = displacement(p, norm, true_xy, kinds)
         swaps = swap_table(im, n)
         print(f"operating point (is_label_issue, swaps apart): {op['flags']} flags, precision {op['precision']:.3f}, "
               f"recall {op['recall']:.3f} (" + ", ".join(f"{k[7:]} {v:.2f}" for k, v in op.items()
@@ -277,8 +277,6 @@ def report(work: Path) -> dict[str, float]:
         at_default = operating_point(default[no_swaps].reset_index(drop=True), kinds[no_swaps])
         print(f"at the uncalibrated threshold {DEFAULT_THRESHOLD}: precision {at_default['precision']:.3f}, "
               f"recall {at_default['recall']:.3f}")
-        norm = im.set_index("image_id")["normaliser"].reindex(p["image_id"]).to_numpy()
-        true_xy = truth_points(work / "truth", p)[["x", "y"]].to_numpy()
         print("mean distance (NME) from the labels before planting of each candidate correction, over the flagged "
               "points of each planted kind (unplanted: flagged points nothing was planted on)")
         print(proposal_table(p, norm, true_xy, kinds).to_string(float_format=lambda v: f"{v:.4f}"))
