@@ -28,6 +28,7 @@ class Dataset:
     scheme: LandmarkScheme
     boxes: np.ndarray | None = None  # x0, y0, x1, y1; NaN rows where a face has none
     attributes: np.ndarray | None = None  # (N, A) int, e.g. WFLW's pose/expression/... flags
+    annotators: list[str] | None = None  # (N,) who labelled each face; None where the format names nobody
     source_format: str = ""
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
@@ -43,6 +44,10 @@ class Dataset:
             raise ValueError(f"{n} faces but {len(self.image_ids)} ids and {len(self.image_paths)} image paths")
         if self.boxes is not None:
             self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(n, 4)
+        if self.annotators is not None:
+            self.annotators = [str(a) for a in self.annotators]
+            if len(self.annotators) != n:
+                raise ValueError(f"{n} faces but {len(self.annotators)} annotators")
         dupes = [i for i, c in Counter(self.image_ids).items() if c > 1]
         if dupes:
             raise InputError(f"duplicate image id '{dupes[0]}' ({len(dupes)} duplicated ids in all)", path=self.root)
@@ -84,7 +89,8 @@ class Dataset:
         return replace(self, image_ids=[self.image_ids[i] for i in idx],
                        image_paths=[self.image_paths[i] for i in idx], landmarks=self.landmarks[idx],
                        visibility=self.visibility[idx], boxes=None if self.boxes is None else self.boxes[idx],
-                       attributes=None if self.attributes is None else self.attributes[idx], skipped=[])
+                       attributes=None if self.attributes is None else self.attributes[idx],
+                       annotators=None if self.annotators is None else [self.annotators[i] for i in idx], skipped=[])
 
     def summary(self) -> dict:
         """Counts for `auditor info`: images, faces, points, scheme, invalid or missing points."""
