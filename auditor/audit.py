@@ -41,6 +41,7 @@ from auditor.calibration import DEFAULT_TARGET_PRECISION, NO_TARGET, calibrated,
 from auditor.checkpoint import load_checkpoint, model_from_checkpoint
 from auditor.dataset import Dataset
 from auditor.errors import InputError
+from auditor.folds import is_fold_folder, load_fold_models
 from auditor.geometry import apply_affine
 from auditor.heatmaps import decode, refine_peaks, smooth
 from auditor.inference import Batch, iterate_heatmaps
@@ -329,12 +330,20 @@ def _write_tables(out: Path, points: pd.DataFrame, images: pd.DataFrame, manifes
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
 
 
+def _folds_sha256(payloads: list[dict]) -> str:
+    """One sha256 (hex) over the fold checkpoints' own, in fold order."""
+    return hashlib.sha256("".join(file_sha256(Path(p["path"])) for p in payloads).encode()).hexdigest()
+
+
 def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: dict | None = None,
               device: str = "auto", batch_size: int = 32, shard: tuple[int, int] | None = None,
               search_config: SearchConfig | None = None, scoring: ScoringConfig | None = None,
               flip: bool = True, workers: int = 1, progress: bool = True,
               target_precision: float | None = DEFAULT_TARGET_PRECISION) -> dict:
     """Audit every face of `ds` (or one shard) with a checkpoint; write the directory `out`; return its manifest.
+
+    `checkpoint`: a file of `auditor train`, or the folder of `auditor train --folds k`, whose models each audit
+    the faces of their own fold (`auditor.folds`).
 
     `flip`: the heatmaps are the mean of each face's and its mirror image's (through the scheme's flip pairs).
     `workers`: processes that load and crop the next batches while the model, the search and the measures run
@@ -348,8 +357,13 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
     checkpoint = Path(checkpoint)
     inputs = [checkpoint, *dataset_inputs(ds, (source or {}).get("path") or ds.root)]
     _check_replaceable(Path(out), inputs)
-    payload = load_checkpoint(checkpoint)
-    model, model_scheme = model_from_checkpoint(payload)
+    if is_fold_folder(checkpoint):
+        model, model_scheme, payloads = load_fold_models(checkpoint, ds)
+        payload, sha256 = payloads[0], _folds_sha256(payloads)
+    else:
+        payload = load_checkpoint(checkpoint)
+        model, model_scheme = model_from_checkpoint(payload)
+        payloads, sha256 = [payload], file_sha256(checkpoint)
     if model_scheme.num_points != ds.num_points:
         raise InputError(f"the model predicts {model_scheme.num_points} points ({model_scheme.name}) but the "
                          f"dataset has {ds.num_points} ({ds.scheme.name})", path=checkpoint)
@@ -414,8 +428,8 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "dataset": _dataset_info(ds, source or {}, Path(out)),
             "scheme": ds.scheme.to_json(),
-            "model": {"path": _relative(str(checkpoint), Path(out)), "sha256": file_sha256(checkpoint),
-                      "config": payload["config"]},
+            "model": {"path": _relative(str(checkpoint), Path(out)), "sha256": sha256, "config": payload["config"],
+                      "folds": len(payloads) if len(payloads) > 1 else None},
             "search": {key: value for key, value in asdict(search_config).items() if key != "chunk_size"},
             "scoring": scoring.to_json(),
             "scoring_fitted": _fitted(points),

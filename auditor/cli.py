@@ -7,12 +7,16 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
 
 from auditor.errors import InputError
+
+if TYPE_CHECKING:
+    from auditor.dataset import Dataset
+    from auditor.model.presets import Config
 
 app = typer.Typer(help="Audit facial-landmark annotations: find wrong labels and propose corrections.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -152,8 +156,12 @@ def plant_noise_cmd(
 @app.command()
 def train(
     data: Annotated[Path, typer.Argument(help="The training dataset (any supported format).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The checkpoint to write (updated after every epoch).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The checkpoint to write (updated after every epoch); "
+                                                          "with --folds, the folder of the k checkpoints.")],
     preset: Annotated[str, typer.Option(help="Model and training preset: paper, cpu or tiny.")] = "cpu",
+    folds: Annotated[int | None, typer.Option(help="Train k models, each without one k-th of the images, so that "
+                                                   "`auditor audit -m OUT` audits every face with a model that "
+                                                   "never saw it (k trainings of (k-1)/k of the data).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs of round 0, on the human labels, exactly (default: "
                                                     "the preset's, raised on a small dataset so that round 0 "
                                                     "sees min_images crops; the GHCU's likewise, unless this "
@@ -185,6 +193,9 @@ def train(
     config = get_preset(preset, **overrides)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     ds = _read(data, format, scheme, skip_bad, images_root)
+    if folds is not None:
+        _train_folds(ds, config, out, folds, device, resume)
+        return
     if resume and not out.is_file():
         raise InputError("nothing to resume: the checkpoint does not exist", path=out)
     if not resume and out.exists():
@@ -201,10 +212,29 @@ def train(
                + (", ".join(f"{s:.3f}" for s in shifts) or "none"))
 
 
+def _train_folds(ds: Dataset, config: Config, out: Path, count: int, device: str, resume: bool) -> None:
+    from auditor.folds import check_count, train_folds
+    from auditor.outputs import is_empty_folder
+
+    check_count(count)
+    if resume and not out.is_dir():
+        raise InputError("nothing to resume: the folds folder does not exist", path=out)
+    if not resume and os.path.lexists(out) and not is_empty_folder(out):
+        raise InputError("exists; pass --resume to continue its folds or choose another --out", path=out)
+    try:
+        paths = train_folds(ds, config, out, count=count, device=device, resume=resume, log=typer.echo)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: the finished folds and the last finished epoch are saved in {out}; continue "
+                   "with --resume", err=True)
+        raise SystemExit(130) from None
+    typer.echo(f"saved {len(paths)} fold models in {out}; audit with `auditor audit DATA -m {out}`")
+
+
 @app.command()
 def audit(
     data: Annotated[Path, typer.Argument(help="The dataset to audit (any supported format).")],
-    model: Annotated[Path, typer.Option("--model", "-m", help="A checkpoint written by `auditor train`.")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="A checkpoint written by `auditor train`, or its "
+                                                              "folder of --folds checkpoints.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The audit directory to write (replaced atomically; "
                                                           "its review decisions are kept).")],
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ... (default: cuda when present).")] = "auto",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ import torch
 
 from auditor.augment import CropLoader, FaceCrops
 from auditor.dataset import Dataset
+from auditor.folds import FoldModels
 from auditor.geometry import apply_affine, invert_affine
 from auditor.heatmaps import decode
 from auditor.model import LandmarkModel
@@ -30,10 +32,13 @@ class Batch:
 
 
 @torch.no_grad()
-def model_heatmaps(model: LandmarkModel, images: torch.Tensor,
-                   flip: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def model_heatmaps(model: LandmarkModel | FoldModels, images: torch.Tensor, flip: np.ndarray | None = None,
+                   index: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Last-stack and GHCU heatmaps (B, K, R, R), float32, of crops (B, 3, S, S); with `flip` (the scheme's (K,)
-    flip permutation), each the mean of the crop's heatmaps and its mirror image's, mirrored back."""
+    flip permutation), each the mean of the crop's heatmaps and its mirror image's, mirrored back. Fold models
+    need the faces' dataset `index` (B,) to route each crop to the model that did not train on it."""
+    if isinstance(model, FoldModels):
+        model = functools.partial(model, index=index)
     stacks, corrected = model(images)
     stack, corrected = stacks[:, -1].float(), corrected.float()
     if flip is None:
@@ -45,8 +50,9 @@ def model_heatmaps(model: LandmarkModel, images: torch.Tensor,
     return stack, 0.5 * (corrected + mirrored.float().flip(-1)[:, perm])
 
 
-def iterate_heatmaps(model: LandmarkModel, ds: Dataset, *, indices: np.ndarray | None = None, batch_size: int = 32,
-                     device: str | torch.device = "cpu", workers: int = 0, flip: bool = False) -> Iterator[Batch]:
+def iterate_heatmaps(model: LandmarkModel | FoldModels, ds: Dataset, *, indices: np.ndarray | None = None,
+                     batch_size: int = 32, device: str | torch.device = "cpu", workers: int = 0, flip: bool = False
+                     ) -> Iterator[Batch]:
     """Model output for the faces at `indices` (all by default), un-augmented, in order, batch by batch; `flip`
     averages each face's heatmaps with its mirror image's (test-time flip, through the scheme's flip pairs)."""
     permutation = ds.scheme.flip_permutation if flip else None
@@ -60,8 +66,8 @@ def iterate_heatmaps(model: LandmarkModel, ds: Dataset, *, indices: np.ndarray |
     try:
         with torch.no_grad():
             for images, _, to_hm in loader:
-                stack, corrected = model_heatmaps(model, images.to(device), permutation)
                 n = len(images)
+                stack, corrected = model_heatmaps(model, images.to(device), permutation, subset[start:start + n])
                 yield Batch(subset[start:start + n], stack, corrected, to_hm.numpy())
                 start += n
     finally:

@@ -230,18 +230,19 @@ RoundHook = Callable[[int, LandmarkModel], None]
 
 def train(ds: Dataset, config: Config, out: str | Path, *, device: str | torch.device = "cpu", resume: bool = False,
           search_config: SearchConfig | None = None, align: bool = True, on_round_end: RoundHook | None = None,
-          progress: bool = True, log: Callable[[str], None] = print) -> tuple[LandmarkModel, dict[str, Any]]:
+          progress: bool = True, log: Callable[[str], None] = print, fold: tuple[int, int] | None = None
+          ) -> tuple[LandmarkModel, dict[str, Any]]:
     """Train a semantic-alignment model on `ds`, writing the checkpoint `out` after every epoch; returns it and
     the training state (targets of every round, history).
 
     `align=False` trains every round on the human labels instead of searched targets (the control a
     benchmark compares against); `on_round_end(round, model)` is called after each round's training (its
-    hourglass, then its GHCU).
+    hourglass, then its GHCU); `fold` (index, count) marks the checkpoint as one of `auditor.folds`' models.
     """
     out, device = Path(out), torch.device(device)
     dd = _Distributed(device)
     try:
-        result = _train(ds, config, out, device, resume, search_config, align, on_round_end, progress, log, dd)
+        result = _train(ds, config, out, device, resume, search_config, align, on_round_end, progress, log, dd, fold)
         dd.finish()
         return result
     finally:
@@ -251,7 +252,7 @@ def train(ds: Dataset, config: Config, out: str | Path, *, device: str | torch.d
 def _train(ds: Dataset, config: Config, out: Path, device: torch.device, resume: bool,
            search_config: SearchConfig | None,
            align: bool, on_round_end: RoundHook | None, progress: bool, log: Callable[[str], None],
-           dd: _Distributed) -> tuple[LandmarkModel, dict[str, Any]]:
+           dd: _Distributed, fold: tuple[int, int] | None = None) -> tuple[LandmarkModel, dict[str, Any]]:
     torch.manual_seed(config.seed)
     if resume:
         payload = load_checkpoint(out)
@@ -264,6 +265,8 @@ def _train(ds: Dataset, config: Config, out: Path, device: torch.device, resume:
         log(f"resuming {out}: stage {state['stage']}, round {state['round']}, epoch {state['epoch']}")
     else:
         state = _fresh_state(ds)
+        if fold is not None:
+            state["fold"] = list(fold)
         sized = config.for_dataset(len(ds))
         if sized != config:
             log(f"round 0: {sized.epochs} epochs, GHCU: {sized.ghcu_epochs} (preset: {config.epochs}, "

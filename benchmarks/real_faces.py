@@ -2,6 +2,9 @@
 
     python benchmarks/real_faces.py --workdir W     # builds W, trains the cpu preset on 765 faces, audits, reports
     python benchmarks/real_faces.py --quick         # a smoke run: tiny preset, 24 faces of each split, minutes
+    python benchmarks/real_faces.py --faces 400     # a learning-curve point: 400 faces, the benchmark split among them
+    python benchmarks/real_faces.py --faces 400 --out-of-sample   # the same faces audited by a model that never
+                                                                   # saw the benchmark split (trained on 400 others)
 
 The dataset is all 765 real faces of ../shared/data (300-W's 68-point labels), read as one dataset:
 `dev/` = lfpw (160 faces) and `train/` = lfpw-train (605). Errors are planted (seed SEED, the kinds and rates of
@@ -31,6 +34,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SPLITS = {"dev": "lfpw", "train": "lfpw-train"}
 SEED = 2026
 BENCH_FACES = 200
+OOF_SEED = 7  # chooses the unplanted faces of the out-of-sample model's training set
 DEFAULT_THRESHOLD = 0.005  # ScoringConfig.issue_threshold, the threshold without calibration
 
 
@@ -188,12 +192,14 @@ def false_flag_sheet(work: Path, points: pd.DataFrame, normaliser: np.ndarray, k
     worst = points[false].nsmallest(count, "label_score")
     x, y, _ = proposals(worst)
     images = pd.read_parquet(work / "audit" / "images.parquet").set_index("image_id")
+    manifest = json.loads((work / "audit" / "manifest.json").read_text())
+    dataset = (work / "audit" / manifest["dataset"]["path"]).resolve()
     side, columns = 200, 5
     sheet = Image.new("RGB", (columns * side, -(-len(worst) // columns) * (side + 28)), "white")
     for i, (row, px, py) in enumerate(zip(worst.itertuples(), x, y, strict=True)):
         norm = float(normaliser[worst.index[i]])
         half = 0.3 * norm
-        image = Image.open(work / "faces" / images.loc[row.image_id, "image_path"]).convert("RGB")
+        image = Image.open(dataset / images.loc[row.image_id, "image_path"]).convert("RGB")
         box = (row.x_human - half, row.y_human - half, row.x_human + half, row.y_human + half)
         crop = image.crop(tuple(int(round(v)) for v in box)).resize((side, side))
         draw = ImageDraw.Draw(crop)
@@ -329,6 +335,27 @@ def subset(work: Path, full: Path, faces: int) -> None:
     splits[keep].to_csv(work / "splits.csv")
 
 
+def out_of_sample(work: Path, full: Path, faces: int) -> Path:
+    """work/ for the out-of-sample point: work/faces links the development split and `faces` less its size of the
+    unplanted faces (a choice seeded with OOF_SEED), none of the benchmark split; the model trained on them audits
+    the learning-curve point's dataset full/faces_<faces> (its splits and truth), so the benchmark split is
+    audited by a model that never saw it, beside the same faces audited by their own model."""
+    splits = pd.read_csv(full / "splits.csv", index_col="image_id")["split"]
+    rest, dev = sorted(splits.index[splits == "rest"]), sorted(splits.index[splits == "development"])
+    order = np.random.default_rng(OOF_SEED).permutation(len(rest))
+    for face in dev + sorted(rest[i] for i in order[: faces - len(dev)]):
+        for path in (full / "faces").glob(face + ".*"):
+            link = work / "faces" / path.relative_to(full / "faces")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.is_symlink():
+                link.symlink_to(path.resolve())
+    in_sample = full / f"faces_{faces}"
+    if not (work / "truth").is_symlink():
+        (work / "truth").symlink_to((full / "truth").resolve())
+    pd.read_csv(in_sample / "splits.csv").to_csv(work / "splits.csv", index=False)
+    return in_sample / "faces"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("bench_work/real_faces"))
@@ -336,20 +363,30 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=None,
                         help="a learning-curve point: train and audit on the benchmark split and FACES - 200 of "
                              "the unplanted faces (in WORKDIR/faces_FACES; the full run's planting is reused)")
+    parser.add_argument("--out-of-sample", action="store_true",
+                        help="with --faces: audit that point's dataset with a model trained on FACES other faces "
+                             "(the development split and unplanted ones; in WORKDIR/oof_FACES), so the benchmark "
+                             "split is audited by a model that never saw it")
     args = parser.parse_args()
+    if args.out_of_sample and args.faces is None:
+        sys.exit("--out-of-sample needs --faces (run that learning-curve point first)")
     work = args.workdir
     if not all((SHARED / folder).is_dir() for folder in SPLITS.values()):
         sys.exit(f"the real faces are not at {SHARED}")
     if not (work / "splits.csv").is_file():
         plant(work, args.quick)
+    audited = None
     if args.faces is not None:
-        full, work = work, work / f"faces_{args.faces}"
-        if not (work / "splits.csv").is_file():
+        full, work = work, work / f"{'oof' if args.out_of_sample else 'faces'}_{args.faces}"
+        if args.out_of_sample:
+            audited = out_of_sample(work, full, args.faces)
+        elif not (work / "splits.csv").is_file():
             subset(work, full, args.faces)
+    audited = audited or work / "faces"
     preset = "tiny" if args.quick else "cpu"
     steps = [timed("trained", ["train", str(work / "faces"), "--out", str(work / "model.pt"), "--preset", preset],
                    trained(work / "model.pt")),
-             timed("audited", ["audit", str(work / "faces"), "--model", str(work / "model.pt"), "--out",
+             timed("audited", ["audit", str(audited), "--model", str(work / "model.pt"), "--out",
                                str(work / "audit")], (work / "audit" / "manifest.json").is_file())]
     faces = len(pd.read_csv(work / "splits.csv"))
     print(f"{faces} real faces{' (quick)' if args.quick else ''}, {preset} preset: " + ", ".join(steps))
