@@ -308,7 +308,8 @@ def _relative(path: str | None, audit_dir: Path) -> str | None:
 def _dataset_info(ds: Dataset, source: dict, audit_dir: Path) -> dict:
     return {"path": _relative(source.get("path"), audit_dir), "format": ds.source_format,
             "images_root": _relative(source.get("images_root"), audit_dir), "scheme": ds.scheme.name,
-            "fingerprint": ds.fingerprint(), "faces": len(ds), "images": ds.num_images}
+            "fingerprint": ds.fingerprint(), "faces": len(ds), "images": ds.num_images,
+            "annotators_from": source.get("annotators_from")}
 
 
 def _counts(points: pd.DataFrame, images: pd.DataFrame) -> dict:

@@ -263,7 +263,11 @@ def load_audited_dataset(manifest: dict, audit_dir: str | Path) -> Dataset:
     else:
         scheme = info["scheme"]
     path, images_root = dataset_location(manifest, audit_dir)
-    ds = read_dataset(path, format=info["format"], scheme=scheme, images_root=images_root)
+    annotators_from = info.get("annotators_from")
+    if annotators_from is not None and not isinstance(annotators_from, str):
+        raise InputError("expected a string or null", path=Path(audit_dir) / MANIFEST, field="dataset.annotators_from")
+    ds = read_dataset(path, format=info["format"], scheme=scheme, images_root=images_root,
+                      annotators_from=annotators_from)
     if ds.fingerprint() != info["fingerprint"]:
         raise InputError("the dataset changed since the audit (its fingerprint differs from the manifest's): re-run "
                          "`auditor audit` before exporting corrections", path=path)

@@ -52,18 +52,19 @@ def write_image(path: Path, size: int = 8) -> Path:
 
 def make_dataset(root: Path, face_rels: list[str], *, scheme: str = "aflw_19", seed: int = 0,
                  landmarks: np.ndarray | None = None, visibility: np.ndarray | None = None,
-                 boxes: np.ndarray | None = None, attributes: np.ndarray | None = None, pts_ids: bool = False
-                 ) -> Dataset:
+                 boxes: np.ndarray | None = None, attributes: np.ndarray | None = None, pts_ids: bool = False,
+                 annotators: list[str] | None = None) -> Dataset:
     """A dataset with one face per entry of `face_rels` (its image `root/rel`, written if absent).
 
-    Ids follow the readers' convention (path without suffix, `#i` for several faces of one image), or with `pts_ids`
-    the .pts one (`stem_NN`). Landmarks are random unless given; missing points (visibility 0) become NaN.
+    Ids follow the readers' convention (path without suffix, `#i` for several faces of one image, `annotator/` first
+    with `annotators`), or with `pts_ids` the .pts one (`stem_NN`). Landmarks are random unless given; missing points
+    (visibility 0) become NaN.
     """
     s = get_scheme(scheme)
     for rel in set(face_rels):
         if not (root / rel).is_file():
             write_image(root / rel)
-    ids = face_ids(face_rels)
+    ids = face_ids(face_rels, annotators)
     if pts_ids:
         ids = [i.replace("#", "_0") for i in ids]
     n = len(face_rels)
@@ -73,18 +74,20 @@ def make_dataset(root: Path, face_rels: list[str], *, scheme: str = "aflw_19", s
         visibility = np.full((n, s.num_points), VISIBLE, dtype=np.int8)
     landmarks = np.where(visibility[..., None] == 0, np.nan, landmarks)
     return Dataset(root, ids, [root / r for r in face_rels], landmarks, visibility, s, boxes=boxes,
-                   attributes=attributes)
+                   attributes=attributes, annotators=annotators)
 
 
 IMAGE_RELS = ("img0.png", "sub/img1.png", "sub/deep/img 2.jpg", "a,b'c.png")
 _COORD = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False)
+ANNOTATOR_NAMES = ("alice", "Bob Lee", "x,y'z", "zoë", "7")
 
 
 @st.composite
 def face_sets(draw: st.DrawFn, *, rels: tuple[str, ...] = IMAGE_RELS, visibility: bool = True,
-              boxes: bool = True, attributes: bool = False) -> dict:
+              boxes: bool = True, attributes: bool = False, annotators: bool = False) -> dict:
     """Keyword arguments of `make_dataset` for a small random dataset: 1-5 faces on up to 4 images, any built-in
-    scheme, coordinates anywhere in +-1e4 px, optional visibility 0/1/2, boxes (some rows NaN) and attributes."""
+    scheme, coordinates anywhere in +-1e4 px, optional visibility 0/1/2, boxes (some rows NaN), attributes and
+    annotators (from ANNOTATOR_NAMES)."""
     scheme = draw(st.sampled_from(["aflw_19", "cofw_29", "300w_68", "wflw_98"]))
     k = get_scheme(scheme).num_points
     face_rels = draw(st.lists(st.sampled_from(rels), min_size=1, max_size=5))
@@ -100,6 +103,8 @@ def face_sets(draw: st.DrawFn, *, rels: tuple[str, ...] = IMAGE_RELS, visibility
         kwargs["boxes"] = np.where(no_box[:, None], np.nan, np.concatenate([corner, corner + size], axis=1))
     if attributes:
         kwargs["attributes"] = draw(arrays(np.int64, (n, 6), elements=st.integers(0, 1)))
+    if annotators:
+        kwargs["annotators"] = draw(st.lists(st.sampled_from(ANNOTATOR_NAMES), min_size=n, max_size=n))
     return kwargs
 
 

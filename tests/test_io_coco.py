@@ -11,6 +11,7 @@ from helpers import IMAGE_RELS, LFPW, assert_same_faces, face_sets, make_dataset
 from hypothesis import given, settings
 
 from auditor.dataset import MISSING, OCCLUDED, VISIBLE, Dataset
+from auditor.errors import InputError
 from auditor.io import read_dataset, write_dataset
 from auditor.schemes import Contour, LandmarkScheme, get_scheme
 
@@ -133,3 +134,47 @@ def test_lfpw_converts_to_coco_and_back(tmp_path: Path) -> None:
     back = read_dataset(write_dataset(ds, tmp_path / "lfpw.json", format="coco"))
     assert back.scheme.name == "300w_68"
     assert_same_faces(ds, back)
+
+
+def test_annotator_field_or_attributes_annotator(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.png")
+    write_image(tmp_path / "sub" / "b.png")
+    kp = [1, 1, 2] * 19
+    anns = [{"id": 1, "image_id": 7, "keypoints": kp, "annotator": "alice"},
+            {"id": 2, "image_id": 7, "keypoints": kp, "attributes": {"annotator": "bob", "occluded": False}},
+            {"id": 3, "image_id": 8, "keypoints": kp, "annotator": 12, "attributes": {"annotator": "12"}},
+            {"id": 4, "image_id": 7, "keypoints": kp, "annotator": "alice"}]
+    ds = read_dataset(coco_file(tmp_path / "ann.json", None, anns))
+    assert ds.annotators == ["alice", "bob", "12", "alice"]
+    assert ds.image_ids == ["alice/a#0", "bob/a", "12/sub/b", "alice/a#1"]
+    assert read_dataset(coco_file(tmp_path / "plain.json", None, [{"image_id": 7, "keypoints": kp}])).annotators is None
+
+
+@pytest.mark.parametrize(("ann", "field", "message"), [
+    ({}, "annotations[1].annotator", "missing field 'annotator'"),
+    ({"annotator": ""}, "annotations[1].annotator", "non-empty string"),
+    ({"attributes": {"annotator": [1]}}, "annotations[1].attributes.annotator", "non-empty string"),
+    ({"annotator": "bob", "attributes": {"annotator": "carol"}}, "annotations[1].attributes.annotator", "differs"),
+])
+def test_annotator_errors_name_the_annotation(tmp_path: Path, ann: dict, field: str, message: str) -> None:
+    write_image(tmp_path / "a.png")
+    kp = [1, 1, 2] * 19
+    anns = [{"image_id": 7, "keypoints": kp, "annotator": "alice"}, {"image_id": 7, "keypoints": kp} | ann]
+    path = coco_file(tmp_path / "ann.json", None, anns)
+    with pytest.raises(InputError, match=message) as e:
+        read_dataset(path)
+    assert str(e.value).startswith(f"{path} [{field}]")
+    ds = read_dataset(path, skip_bad=True)
+    assert ds.annotators == ["alice"] and ds.skipped[0][0] == f"{path} [{field}]"
+
+
+@settings(max_examples=25, deadline=None)
+@given(kwargs=face_sets(boxes=False, annotators=True))
+def test_round_trip_with_annotators(images: Path, tmp_path_factory: pytest.TempPathFactory, kwargs: dict) -> None:
+    ds = make_dataset(images, **kwargs)
+    out = write_dataset(ds, tmp_path_factory.mktemp("coco_ann") / "ann.json", format="coco")
+    assert {a["annotator"] for a in json.loads(out.read_text())["annotations"]} == set(ds.annotators)
+    back = read_dataset(out)
+    assert_same_faces(ds, back)
+    assert back.annotators == ds.annotators
+    np.testing.assert_array_equal(back.subjects(), ds.subjects())

@@ -10,6 +10,7 @@ from helpers import IMAGE_RELS, LFPW, assert_same_faces, face_sets, make_dataset
 from hypothesis import given, settings
 
 from auditor.dataset import MISSING, OCCLUDED, VISIBLE
+from auditor.errors import InputError
 from auditor.io import csv_io, read_dataset, write_dataset
 from auditor.schemes import get_scheme
 
@@ -134,3 +135,80 @@ def test_lfpw_converts_to_csv_and_back(tmp_path: Path) -> None:
     back = read_dataset(write_dataset(ds, tmp_path / "lfpw.csv", format="csv"))
     assert back.scheme.name == "300w_68"
     assert_same_faces(ds, back)
+
+
+def test_wide_annotator_column_labels_one_image_once_per_annotator(tmp_path: Path) -> None:
+    write_image(tmp_path / "sub" / "a.png")
+    write_image(tmp_path / "b.png")
+    coords = ",".join(["5,6"] * 19)
+    rows = ["image,annotator," + wide_header(19)[6:], f"sub/a.png,alice,{coords}", f"sub/a.png,bob,{coords}",
+            f"b.png,alice,{coords}", f"sub/a.png,alice,{coords}"]
+    (tmp_path / "l.csv").write_text("\n".join(rows) + "\n")
+    ds = read_dataset(tmp_path / "l.csv")
+    assert ds.annotators == ["alice", "bob", "alice", "alice"]
+    assert ds.image_ids == ["alice/sub/a#0", "bob/sub/a", "alice/b", "alice/sub/a#1"]
+    assert ds.image_paths[0] == ds.image_paths[1] == tmp_path / "sub" / "a.png"
+
+
+def test_long_annotator_column_keeps_each_annotators_face_apart(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.png")
+    rows = ["image,annotator,point,x,y"]
+    rows += [f"a.png,{who},{i},{i + shift},{i}" for who, shift in (("alice", 0), ("bob", 0.5)) for i in range(19)]
+    (tmp_path / "long.csv").write_text("\n".join(rows) + "\n")
+    ds = read_dataset(tmp_path / "long.csv")
+    assert ds.annotators == ["alice", "bob"] and ds.image_ids == ["alice/a", "bob/a"]
+    np.testing.assert_array_equal(ds.landmarks[1, :, 0] - ds.landmarks[0, :, 0], 0.5)
+    assert ds.visibility.min() == VISIBLE
+
+
+def test_without_annotator_column_annotators_are_none(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.png")
+    (tmp_path / "l.csv").write_text(wide_header(19) + "\na.png," + ",".join(["1"] * 38) + "\n")
+    assert read_dataset(tmp_path / "l.csv").annotators is None
+
+
+@pytest.mark.parametrize("layout", ["wide", "long"])
+def test_empty_annotator_cell_names_file_and_line(tmp_path: Path, layout: str) -> None:
+    write_image(tmp_path / "a.png")
+    if layout == "wide":
+        rows = ["image,annotator," + wide_header(19)[6:]] + [f"a.png,{who}," + ",".join(["1"] * 38)
+                                                           for who in ("alice", "", "bob")]
+    else:
+        rows = ["image,annotator,point,x,y"] + [f"a.png,{who},{i},1,1" for who in ("alice", "", "bob")
+                                                 for i in range(19)]
+    bad_line = 3 if layout == "wide" else 21
+    (tmp_path / "l.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(InputError, match="empty annotator") as e:
+        read_dataset(tmp_path / "l.csv")
+    assert str(e.value).startswith(f"{tmp_path / 'l.csv'}:{bad_line} [annotator]")
+    ds = read_dataset(tmp_path / "l.csv", skip_bad=True)
+    assert ds.annotators == ["alice", "bob"] and len(ds.skipped) == 1
+    assert ds.skipped[0][0] == f"{tmp_path / 'l.csv'}:{bad_line} [annotator]"
+
+
+def test_writer_refuses_an_annotator_name_a_csv_cannot_hold(tmp_path: Path) -> None:
+    ds = make_dataset(tmp_path, ["a.png"], annotators=[" alice"])
+    with pytest.raises(InputError, match="annotator name"):
+        write_dataset(ds, tmp_path / "out.csv", format="csv")
+
+
+@settings(max_examples=25, deadline=None)
+@given(kwargs=face_sets(annotators=True))
+def test_wide_round_trip_with_annotators(images: Path, tmp_path_factory: pytest.TempPathFactory, kwargs: dict
+                                         ) -> None:
+    ds = make_dataset(images, **kwargs)
+    back = read_dataset(write_dataset(ds, tmp_path_factory.mktemp("csv_ann") / "labels.csv", format="csv"))
+    assert_same_faces(ds, back)
+    assert back.annotators == ds.annotators
+    np.testing.assert_array_equal(back.subjects(), ds.subjects())
+
+
+@settings(max_examples=25, deadline=None)
+@given(kwargs=face_sets(boxes=False, annotators=True))
+def test_long_round_trip_with_annotators(images: Path, tmp_path_factory: pytest.TempPathFactory, kwargs: dict
+                                         ) -> None:
+    ds = make_dataset(images, **kwargs)
+    back = read_dataset(csv_io.write(ds, tmp_path_factory.mktemp("csv_long_ann") / "labels.csv", layout="long"))
+    assert_same_faces(ds, back)
+    assert back.annotators == ds.annotators
+    np.testing.assert_array_equal(back.subjects(), ds.subjects())

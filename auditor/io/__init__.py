@@ -18,6 +18,7 @@ from auditor.schemes import LandmarkScheme, get_scheme
 FORMATS = ("pts", "wflw", "csv", "coco")
 MAX_COORDINATE = 1e7  # px: far beyond any image, small enough that squared distances stay finite
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+ANNOTATOR_SOURCES = ("folder",)  # where `read_dataset(annotators_from=...)` can find who labelled each face
 
 
 def _module(fmt: str):
@@ -63,16 +64,29 @@ def detect_format(path: str | Path) -> str:
 
 
 def read_dataset(path: str | Path, *, format: str | None = None, scheme: str | LandmarkScheme | None = None,
-                 skip_bad: bool = False, images_root: str | Path | None = None) -> Dataset:
-    """Read a dataset in any supported format (detected unless `format` is given) into a `Dataset`."""
+                 skip_bad: bool = False, images_root: str | Path | None = None,
+                 annotators_from: str | None = None) -> Dataset:
+    """Read a dataset in any supported format (detected unless `format` is given) into a `Dataset`.
+
+    A CSV `annotator` column and a COCO annotation's `annotator` are read whenever present; `annotators_from="folder"`
+    reads a pts tree `DATA/<annotator>/<image>.pts` (the first folder level names the annotator).
+    """
     path = Path(path)
+    if annotators_from not in (None, *ANNOTATOR_SOURCES):
+        raise InputError(f"unknown annotator source {annotators_from!r}: expected one of "
+                         f"{', '.join(ANNOTATOR_SOURCES)}")
     fmt = format or detect_format(path)
     if fmt not in FORMATS:
         raise InputError(f"unknown format '{fmt}': expected one of {', '.join(FORMATS)}")
     check_exists(path)
+    if annotators_from == "folder" and (fmt != "pts" or not os.path.isdir(path)):
+        raise InputError(f"annotators from folders need a pts folder tree DATA/<annotator>/<image>.pts, got a {fmt} "
+                         f"{'folder' if os.path.isdir(path) else 'file'} (CSV and COCO name the annotator in a column "
+                         "or field, read without this option)", path=path)
     resolved = None if scheme is None else get_scheme(scheme)
+    kwargs = {"annotators_from": annotators_from} if annotators_from is not None else {}
     ds = _module(fmt).read(path, scheme=resolved, skip_bad=skip_bad,
-                           images_root=None if images_root is None else Path(images_root))
+                           images_root=None if images_root is None else Path(images_root), **kwargs)
     ds.source_format = fmt
     return ds
 
@@ -207,9 +221,19 @@ def parse_float(text: str, *, path: Path, line: int | None = None, field: str | 
     return value
 
 
-def face_ids(image_rels: list[str]) -> list[str]:
+def face_ids(image_rels: list[str], annotators: list[str] | None = None) -> list[str]:
     """Face ids from their images' paths as written: the path without extension, `#i` (0-based, in order) appended
-    when one image holds several faces."""
+    when one image holds several faces. With `annotators` (N,), `annotator/id` where `id` is the face's id among
+    that annotator's faces alone (so the same image labelled by two annotators gives `alice/a` and `bob/a`)."""
+    if annotators is not None:
+        groups: dict[str, list[int]] = {}
+        for i, annotator in enumerate(annotators):
+            groups.setdefault(annotator, []).append(i)
+        out = [""] * len(image_rels)
+        for annotator, members in groups.items():
+            for i, image_id in zip(members, face_ids([image_rels[i] for i in members]), strict=True):
+                out[i] = f"{annotator}/{image_id}"
+        return out
     per_image = Counter(image_rels)
     seen: Counter[str] = Counter()
     ids = []
@@ -226,14 +250,16 @@ def where(path: Path, line: int | None = None, field: str | None = None) -> str:
 
 
 def unique_face_ids(image_rels: list[str], path: Path, places: list[tuple[int | None, str | None]], *,
-                    skip_bad: bool, skipped: list[tuple[str, str]]) -> list[str | None]:
-    """`face_ids`, None for a face whose id repeats an earlier one (skipped and recorded when `skip_bad`).
+                    skip_bad: bool, skipped: list[tuple[str, str]], annotators: list[str] | None = None
+                    ) -> list[str | None]:
+    """`face_ids` (with `annotators` when given), None for a face whose id repeats an earlier one (skipped and
+    recorded when `skip_bad`).
 
     `places` holds each face's (line, field) in the file at `path`, for the error.
     """
     keep = list(range(len(image_rels)))
     while True:
-        ids = face_ids([image_rels[i] for i in keep])
+        ids = face_ids([image_rels[i] for i in keep], None if annotators is None else [annotators[i] for i in keep])
         first: dict[str, int] = {}
         dup = next((j for j, image_id in enumerate(ids) if first.setdefault(image_id, j) != j), None)
         if dup is None:

@@ -1,4 +1,7 @@
-"""COCO keypoints JSON: `images`, `annotations` with flat `[x, y, v] * K` keypoints, keypoint `categories`."""
+"""COCO keypoints JSON: `images`, `annotations` with flat `[x, y, v] * K` keypoints, keypoint `categories`.
+
+An annotation may name who labelled it in `annotator` (or `attributes.annotator`, as CVAT exports it).
+"""
 
 from __future__ import annotations
 
@@ -208,9 +211,35 @@ def _bbox(ann: dict, path: Path, field: str) -> np.ndarray:
     return np.array([b[0], b[1], b[0] + b[2], b[1] + b[3]], dtype=np.float64)
 
 
+def _names_annotator(ann: object) -> bool:
+    return isinstance(ann, dict) and ("annotator" in ann or (isinstance(ann.get("attributes"), dict)
+                                                             and "annotator" in ann["attributes"]))
+
+
+def _annotator(ann: dict, path: Path, field: str) -> str:
+    """Who labelled the annotation: its `annotator`, else its `attributes.annotator` (a non-empty string or an
+    integer); an InputError when it names none or the two differ."""
+    found = [(f"{field}.annotator", ann["annotator"])] if "annotator" in ann else []
+    attributes = ann.get("attributes")
+    if isinstance(attributes, dict) and "annotator" in attributes:
+        found.append((f"{field}.attributes.annotator", attributes["annotator"]))
+    if not found:
+        raise InputError("missing field 'annotator' (or attributes.annotator): other annotations name who labelled "
+                         "them, so every one must", path=path, field=f"{field}.annotator")
+    for place, value in found:
+        if not ((isinstance(value, str) and value.strip()) or (isinstance(value, int) and not isinstance(value, bool))):
+            raise InputError(f"expected a non-empty string (or integer) naming the annotator, got {_show(value)}",
+                             path=path, field=place)
+    names = [str(value) for _, value in found]
+    if len(set(names)) > 1:
+        raise InputError(f"annotator {_show(found[0][1])} differs from attributes.annotator {_show(found[1][1])}",
+                         path=path, field=found[1][0])
+    return names[0]
+
+
 def read(path: Path, *, scheme: LandmarkScheme | None, skip_bad: bool, images_root: Path | None) -> Dataset:
     """Read a COCO keypoints JSON; `file_name`s relative to `images_root` or the JSON's folder; one face per
-    annotation."""
+    annotation; annotators when any annotation names one (then every one must)."""
     data = _load(path)
     root = images_root if images_root is not None else path.parent
     categories = _categories(data, path)
@@ -219,6 +248,7 @@ def read(path: Path, *, scheme: LandmarkScheme | None, skip_bad: bool, images_ro
     k = scheme.num_points
     image_error: dict[object, InputError | None] = {}
     faces, skipped, first_ann = [], [], {}
+    with_annotators = any(_names_annotator(ann) for ann in data["annotations"])
     for j, ann in enumerate(data["annotations"]):
         field = f"annotations[{j}]"
         try:
@@ -248,6 +278,7 @@ def read(path: Path, *, scheme: LandmarkScheme | None, skip_bad: bool, images_ro
                 raise image_error[iid]
             xy, visibility = _keypoints(ann, k, path, field)
             box = _bbox(ann, path, field)
+            annotator = _annotator(ann, path, field) if with_annotators else None
         except InputError as e:
             if not skip_bad:
                 raise
@@ -255,16 +286,18 @@ def read(path: Path, *, scheme: LandmarkScheme | None, skip_bad: bool, images_ro
             skipped.append((where(path, None, field if about_image else e.field),
                             f"[{e.field}] {e.message}" if about_image else e.message))
             continue
-        faces.append((field, name, xy, visibility, box))
+        faces.append((field, name, xy, visibility, box, annotator))
     if not faces:
         raise InputError(f"no valid annotation ({len(skipped)} skipped)", path=path)
+    annotators = [f[5] for f in faces] if with_annotators else None
     ids = unique_face_ids([f[1] for f in faces], path, [(None, f[0]) for f in faces], skip_bad=skip_bad,
-                          skipped=skipped)
+                          skipped=skipped, annotators=annotators)
     faces = [f for f, image_id in zip(faces, ids, strict=True) if image_id is not None]
     boxes = np.stack([f[4] for f in faces])
     return Dataset(root, [i for i in ids if i is not None], [root / f[1] for f in faces],
                    np.stack([f[2] for f in faces]), np.stack([f[3] for f in faces]), scheme,
-                   boxes=None if np.isnan(boxes).all() else boxes, skipped=skipped)
+                   boxes=None if np.isnan(boxes).all() else boxes,
+                   annotators=None if annotators is None else [f[5] for f in faces], skipped=skipped)
 
 
 def _skeleton(scheme: LandmarkScheme) -> list[list[int]]:
@@ -286,7 +319,10 @@ def _size(image: Path) -> tuple[int, int] | None:
 
 def write(ds: Dataset, out: Path, *, link_images: bool = True) -> Path:
     """Write `ds` as COCO keypoints JSON at `out`: one category named after the scheme (its point names, a skeleton
-    from its contours), `bbox` from the boxes or else the labels' extent."""
+    from its contours), `bbox` from the boxes or else the labels' extent, `annotator` when `ds.annotators` is set."""
+    for image_id, annotator in zip(ds.image_ids, ds.annotators or [], strict=False):
+        if not annotator.strip():
+            raise InputError(f"face '{image_id}' has an empty annotator name")
     out, rels = prepare_file_write(ds, out, "annotations.json", link_images=link_images)
     labelled = ds.labelled
     images: dict[str, dict] = {}
@@ -304,6 +340,8 @@ def write(ds: Dataset, out: Path, *, link_images: bool = True) -> Path:
             keypoints += [0, 0, 0] if v == MISSING else [float(x), float(y), int(v)]
         ann = {"id": n + 1, "image_id": images[rel]["id"], "category_id": 1, "keypoints": keypoints,
                "num_keypoints": int(labelled[n].sum()), "iscrowd": 0}
+        if ds.annotators is not None:
+            ann["annotator"] = ds.annotators[n]
         box = ds.boxes[n] if ds.boxes is not None and np.isfinite(ds.boxes[n]).all() else None
         if box is None and labelled[n].any():
             box = np.concatenate([xy[labelled[n]].min(axis=0), xy[labelled[n]].max(axis=0)])

@@ -1,4 +1,7 @@
-"""CSV landmarks: wide (`image,x0,y0,x1,y1,...`, one row per face) or long (`image,point,x,y`, one row per point)."""
+"""CSV landmarks: wide (`image,x0,y0,x1,y1,...`, one row per face) or long (`image,point,x,y`, one row per point).
+
+An optional `annotator` column names who labelled each face; the same image may then appear once per annotator.
+"""
 
 from __future__ import annotations
 
@@ -31,10 +34,10 @@ def _index(text: str) -> int:
 
 
 class _Face:
-    """One face being read: its first line, image path as written, points, visibility and box."""
+    """One face being read: its first line, image path as written, annotator, points, visibility and box."""
 
-    def __init__(self, line: int, rel: str, image: Path, k: int) -> None:
-        self.line, self.rel, self.image = line, rel, image
+    def __init__(self, line: int, rel: str, image: Path, k: int, annotator: str | None = None) -> None:
+        self.line, self.rel, self.image, self.annotator = line, rel, image, annotator
         self.xy = np.full((k, 2), np.nan)
         self.visibility = np.full(k, MISSING, dtype=np.int8)
         self.box = np.full(4, np.nan)
@@ -97,6 +100,17 @@ def _image(rel: str, root: Path, path: Path, line: int) -> Path:
     if not is_regular_file(image):
         raise InputError(f"missing image {rel!r} (looked in {root})", path=path, line=line, field="image")
     return image
+
+
+def _annotator(row: list[str], col: dict[str, int], path: Path, line: int) -> str | None:
+    """The row's `annotator` cell (None without that column); an InputError when it is empty."""
+    if "annotator" not in col:
+        return None
+    annotator = row[col["annotator"]]
+    if not annotator:
+        raise InputError("empty annotator: every row must name who labelled the face when the file has an "
+                         "'annotator' column", path=path, line=line, field="annotator")
+    return annotator
 
 
 def _point(xs: str, ys: str, vs: str, *, path: Path, line: int, k: int, names: tuple[str, str, str]
@@ -167,7 +181,7 @@ def _read_wide(path: Path, header_line: int, header: list[str], rows: list[tuple
     for line, row in rows:
         rel = row[col["image"]]
         try:
-            face = _Face(line, rel, _image(rel, root, path, line), k)
+            face = _Face(line, rel, _image(rel, root, path, line), k, _annotator(row, col, path, line))
             for i in range(k):
                 names = (f"x{i}", f"y{i}", f"v{i}")
                 vs = row[col[names[2]]] if indices["v"] else ""
@@ -209,23 +223,24 @@ def _long_scheme(header_line: int, rows: list[tuple[int, list[str]]], j_point: i
 def _read_long(path: Path, header_line: int, header: list[str], rows: list[tuple[int, list[str]]], root: Path,
                scheme: LandmarkScheme | None, skip: list[tuple[str, str]] | None
                ) -> tuple[LandmarkScheme, list[_Face]]:
-    """The faces of a long CSV (one row per point; an optional `face` column tells apart faces of one image); a face
-    with a bad row goes to `skip` (None: raise), absent points are missing."""
+    """The faces of a long CSV (one row per point; optional `annotator` and `face` columns tell apart faces of one
+    image); a face with a bad row goes to `skip` (None: raise), absent points are missing."""
     col = {name: j for j, name in enumerate(header)}
     scheme = scheme or _long_scheme(header_line, rows, col["point"], path)
     k = scheme.num_points
     by_name = {name: i for i, name in enumerate(scheme.point_names)}
-    faces: dict[tuple[str, str], _Face] = {}
-    first_line: dict[tuple[str, str, int], int] = {}
+    faces: dict[tuple[str, str, str], _Face] = {}
+    first_line: dict[tuple[str, str, str, int], int] = {}
     for line, row in rows:
         rel = row[col["image"]]
-        key = (rel, row[col["face"]] if "face" in col else "")
+        key = (rel, row[col["annotator"]] if "annotator" in col else "", row[col["face"]] if "face" in col else "")
         face = faces.get(key)
         try:
             if face is None:
                 face = faces[key] = _Face(line, rel, root / rel, k)
-                if key[1] and not key[1].isdecimal():
-                    raise InputError(f"face must be a non-negative integer, got {key[1]!r}", path=path, line=line,
+                face.annotator = _annotator(row, col, path, line)
+                if key[2] and not key[2].isdecimal():
+                    raise InputError(f"face must be a non-negative integer, got {key[2]!r}", path=path, line=line,
                                      field="face")
                 _image(rel, root, path, line)
             if face.bad:
@@ -236,7 +251,8 @@ def _read_long(path: Path, header_line: int, header: list[str], rows: list[tuple
                 raise InputError(f"point must be an index in [0, {k}) or a point name of scheme {scheme.name}, got "
                                  f"{point!r}", path=path, line=line, field="point")
             if key + (i,) in first_line:
-                raise InputError(f"duplicate point {i} of image {rel!r}{' face ' + key[1] if key[1] else ''} "
+                raise InputError(f"duplicate point {i} of image {rel!r}{' annotator ' + repr(key[1]) if key[1] else ''}"
+                                 f"{' face ' + key[2] if key[2] else ''} "
                                  f"(first on line {first_line[key + (i,)]})", path=path, line=line, field="point")
             first_line[key + (i,)] = line
             vs = row[col["visibility"]] if "visibility" in col else ""
@@ -268,12 +284,14 @@ def read(path: Path, *, scheme: LandmarkScheme | None, skip_bad: bool, images_ro
         raise InputError(f"missing column '{missing}': expected a header {_LAYOUTS}", path=path, line=header_line)
     if not faces:
         raise InputError(f"no valid face ({len(skipped)} skipped)", path=path)
+    with_annotators = "annotator" in header
     ids = unique_face_ids([f.rel for f in faces], path, [(f.line, None) for f in faces], skip_bad=skip_bad,
-                          skipped=skipped)
+                          skipped=skipped, annotators=[f.annotator for f in faces] if with_annotators else None)
     faces = [f for f, image_id in zip(faces, ids, strict=True) if image_id is not None]
     return Dataset(root, [i for i in ids if i is not None], [f.image for f in faces], np.stack([f.xy for f in faces]),
                    np.stack([f.visibility for f in faces]), scheme,
-                   boxes=np.stack([f.box for f in faces]) if has_box else None, skipped=skipped)
+                   boxes=np.stack([f.box for f in faces]) if has_box else None,
+                   annotators=[f.annotator for f in faces] if with_annotators else None, skipped=skipped)
 
 
 def _cell(value: float) -> str:
@@ -282,33 +300,40 @@ def _cell(value: float) -> str:
 
 def write(ds: Dataset, out: Path, *, link_images: bool = True, layout: str = "wide") -> Path:
     """Write `ds` as a CSV at `out`: `layout="wide"` (one row per face, box and visibility columns when the data has
-    them) or `"long"` (one row per point, a `face` column when an image holds several faces; no boxes)."""
+    them) or `"long"` (one row per point, a `face` column when an annotator's image holds several faces; no boxes);
+    an `annotator` column after `image` when `ds.annotators` is not None."""
     if layout not in ("wide", "long"):
         raise InputError(f"CSV layout must be 'wide' or 'long', got {layout!r}")
+    for image_id, annotator in zip(ds.image_ids, ds.annotators or [], strict=False):
+        if not annotator or annotator != annotator.strip() or "\n" in annotator or "\r" in annotator:
+            raise InputError(f"face '{image_id}': a CSV cannot hold the annotator name {annotator!r} (it must be "
+                             "non-empty, without line breaks or spaces around it)")
     out, rels = prepare_file_write(ds, out, "annotations.csv", link_images=link_images)
     xy = ds.landmarks
     k = ds.num_points
+    who = [] if ds.annotators is None else ["annotator"]
+    annotators = [[] for _ in range(len(ds))] if ds.annotators is None else [[a] for a in ds.annotators]
     with atomic_open(out, "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         if layout == "wide":
             with_box = ds.boxes is not None
             with_v = bool((ds.visibility != VISIBLE).any())
-            writer.writerow(["image"] + [f"{c}{i}" for i in range(k) for c in "xy"]
+            writer.writerow(["image"] + who + [f"{c}{i}" for i in range(k) for c in "xy"]
                             + (list(BOX_COLUMNS) if with_box else []) + ([f"v{i}" for i in range(k)] if with_v else []))
             for n, rel in enumerate(rels):
-                writer.writerow([rel] + [_cell(v) for v in xy[n].ravel()]
+                writer.writerow([rel] + annotators[n] + [_cell(v) for v in xy[n].ravel()]
                                 + ([_cell(v) for v in ds.boxes[n]] if with_box else [])
                                 + ([str(int(v)) for v in ds.visibility[n]] if with_v else []))
         else:
-            counts: Counter[str] = Counter()
+            counts: Counter[tuple[str, ...]] = Counter()
             faces = []
-            for rel in rels:
-                faces.append(counts[rel])
-                counts[rel] += 1
+            for rel, who_n in zip(rels, annotators, strict=True):
+                faces.append(counts[(rel, *who_n)])
+                counts[(rel, *who_n)] += 1
             with_face = any(c > 1 for c in counts.values())
-            writer.writerow(["image"] + (["face"] if with_face else []) + ["point", "x", "y", "visibility"])
+            writer.writerow(["image"] + who + (["face"] if with_face else []) + ["point", "x", "y", "visibility"])
             for n, rel in enumerate(rels):
                 for i in range(k):
-                    writer.writerow([rel] + ([str(faces[n])] if with_face else [])
+                    writer.writerow([rel] + annotators[n] + ([str(faces[n])] if with_face else [])
                                     + [str(i), _cell(xy[n, i, 0]), _cell(xy[n, i, 1]), str(int(ds.visibility[n, i]))])
     return out
