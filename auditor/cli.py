@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -34,10 +35,45 @@ ImagesOpt = Annotated[Path | None, typer.Option(help="Folder the annotation's im
                                                      "(default: the annotation file's folder).")]
 
 
-def _read(path: Path, fmt: str | None, scheme: str | None, skip_bad: bool, images_root: Path | None):
+class AnnotatorSource(StrEnum):
+    """Where `--annotators-from` finds who labelled each face."""
+
+    folder = "folder"
+
+
+AnnotatorsFromOpt = Annotated[AnnotatorSource | None, typer.Option(
+    "--annotators-from", help="Read each face's annotator from the first folder level under DATA (pts trees: "
+                              "DATA/<annotator>/<image>.pts).")]
+AnnotatorsOpt = Annotated[int | None, typer.Option(
+    "--annotators", min=1, help="Simulate this many annotators instead of the other noise options: each face labelled "
+                                "by --per-face of them, each annotator with their own bias along and across the "
+                                "contours, spread per point group and gross-error rate (auditor.noise.AnnotatorConfig);"
+                                " their parameters go to OUT/truth/annotators.csv.")]
+PerFaceOpt = Annotated[int | None, typer.Option(min=1, help="With --annotators: annotators per face, chosen at random "
+                                                            "per face (default: 3, or --annotators if fewer).")]
+
+
+def _annotator_config(annotators: int | None, per_face: int | None, **options: object):
+    """The `AnnotatorConfig` of `--annotators` and `--per-face` (None without `--annotators`)."""
+    from auditor.noise import AnnotatorConfig
+
+    if annotators is None:
+        if per_face is not None:
+            raise InputError("--per-face needs --annotators")
+        return None
+    try:
+        return AnnotatorConfig(num_annotators=annotators, per_face=min(3, annotators) if per_face is None else per_face,
+                               **options)
+    except ValueError as e:
+        raise InputError(str(e).replace("num_annotators", "--annotators").replace("per_face", "--per-face")) from None
+
+
+def _read(path: Path, fmt: str | None, scheme: str | None, skip_bad: bool, images_root: Path | None, *,
+          annotators_from: AnnotatorSource | None = None):
     from auditor.io import read_dataset
 
-    ds = read_dataset(path, format=fmt, scheme=scheme, skip_bad=skip_bad, images_root=images_root)
+    ds = read_dataset(path, format=fmt, scheme=scheme, skip_bad=skip_bad, images_root=images_root,
+                      annotators_from=None if annotators_from is None else annotators_from.value)
     for file, reason in ds.skipped:
         typer.echo(f"skipped {file}: {reason}", err=True)
     return ds
@@ -50,23 +86,31 @@ def info(
     scheme: SchemeOpt = None,
     skip_bad: SkipBadOpt = False,
     images_root: ImagesOpt = None,
+    annotators_from: AnnotatorsFromOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the counts as one JSON object.")] = False,
 ) -> None:
-    """Show a dataset's format, images, faces, points, scheme and invalid or missing counts."""
-    ds = _read(path, format, scheme, skip_bad, images_root)
+    """Show a dataset's format, images, faces, annotators, subjects (faces of one person in one image, and how many
+    are labelled k times), points, scheme and invalid or missing counts."""
+    ds = _read(path, format, scheme, skip_bad, images_root, annotators_from=annotators_from)
     summary = ds.summary()
     if as_json:
         typer.echo(json.dumps(summary))
         return
     width = max(len(k) for k in summary)
     for key, value in summary.items():
-        typer.echo(f"{key.replace('_', ' '):<{width}}  {value}")
+        if isinstance(value, dict):  # one indented line per entry: faces per annotator, subjects labelled k times
+            typer.echo(key.replace("_", " "))
+            for name, count in value.items():
+                typer.echo(f"  {name!s:<{width - 2}}  {count}")
+        else:
+            typer.echo(f"{key.replace('_', ' '):<{width}}  {value}")
 
 
 @app.command()
 def synth(
-    out: Annotated[Path, typer.Argument(help="Output folder: OUT/faces (images + human .pts), OUT/truth (truth "
-                                             ".pts + noise.csv).")],
+    out: Annotated[Path, typer.Argument(help="Output folder: OUT/faces (images + human .pts; with --annotators "
+                                             "the images and OUT/faces/<annotator>/<face>.pts), OUT/truth (truth "
+                                             ".pts + noise.csv, with --annotators annotators.csv).")],
     n: Annotated[int, typer.Option("--n", min=1, help="Number of faces.")] = 400,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives byte-identical files.")] = 0,
     size: Annotated[int, typer.Option(min=64, help="Image side in pixels.")] = 256,
@@ -74,9 +118,12 @@ def synth(
                                                         "bundled sample set's recipe).")] = 0.0,
     duplicate_rate: Annotated[float, typer.Option(help="Fraction of points put on top of their nearest neighbour.")
                               ] = 0.0,
+    annotators: AnnotatorsOpt = None,
+    per_face: PerFaceOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT/faces and OUT/truth if they exist.")] = False,
 ) -> None:
-    """Render procedural faces with known true landmarks and human labels with planted noise."""
+    """Render procedural faces with known true landmarks and human labels with planted noise (or of several
+    simulated annotators)."""
     from auditor.noise import NoiseConfig
     from auditor.outputs import check_replaceable
     from auditor.synth import generate
@@ -85,21 +132,25 @@ def synth(
         noise = NoiseConfig(chain_swap_rate=chain_swap_rate, duplicate_rate=duplicate_rate)
     except ValueError as e:
         raise InputError(str(e)) from None
+    team = _annotator_config(annotators, per_face)
     for name in ("faces", "truth"):
         check_replaceable(out / name, force=force, command="synth")
-    generate(out, n=n, seed=seed, size=size, noise=noise)
-    typer.echo(f"wrote {n} faces to {out / 'faces'} and the truth to {out / 'truth'}")
+    generate(out, n=n, seed=seed, size=size, noise=noise, annotators=team)
+    labelled = "" if team is None else f", each labelled by {team.per_face} of {team.num_annotators} annotators,"
+    typer.echo(f"wrote {n} faces{labelled} to {out / 'faces'} and the truth to {out / 'truth'}")
 
 
 @app.command("plant-noise")
 def plant_noise_cmd(
     data: Annotated[Path, typer.Argument(help="The dataset to copy with noise (any supported format).")],
-    out: Annotated[Path, typer.Argument(help="Output folder: OUT/faces (noisy labels, input format, images linked), "
-                                             "OUT/truth (the original labels + noise.csv).")],
+    out: Annotated[Path, typer.Argument(help="Output folder: OUT/faces (noisy labels, input format, images linked; "
+                                             "with --annotators each face once per annotator), OUT/truth (the "
+                                             "original labels + noise.csv, with --annotators annotators.csv).")],
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     gross_rate: Annotated[float, typer.Option(help="Fraction of points with a gross error.")] = 0.02,
-    gross_min: Annotated[float, typer.Option(help="Smallest gross error, in NME units.")] = 0.08,
-    gross_max: Annotated[float, typer.Option(help="Largest gross error, in NME units.")] = 0.20,
+    gross_min: Annotated[float, typer.Option(help="Smallest gross error, in NME units (also the annotators').")
+                         ] = 0.08,
+    gross_max: Annotated[float, typer.Option(help="Largest gross error, in NME units (also the annotators').")] = 0.20,
     moderate_rate: Annotated[float, typer.Option(help="Fraction of points with a moderate error.")] = 0.02,
     moderate_min: Annotated[float, typer.Option(help="Smallest moderate error, in NME units.")] = 0.04,
     moderate_max: Annotated[float, typer.Option(help="Largest moderate error, in NME units.")] = 0.08,
@@ -118,12 +169,16 @@ def plant_noise_cmd(
     scheme: SchemeOpt = None,
     skip_bad: SkipBadOpt = False,
     images_root: ImagesOpt = None,
+    annotators_from: AnnotatorsFromOpt = None,
+    annotators: AnnotatorsOpt = None,
+    per_face: PerFaceOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
 ) -> None:
-    """Plant known label errors into a real dataset, so the auditor can be measured on it."""
+    """Plant known label errors into a real dataset (or simulate several annotators of it, its labels taken as the
+    truth), so the auditor can be measured on it."""
     from auditor.atomic import atomic_directory, atomic_open
     from auditor.io import write_dataset
-    from auditor.noise import ERROR_KINDS, NoiseConfig, plant_noise
+    from auditor.noise import ERROR_KINDS, NoiseConfig, annotated_dataset, draw_annotators, plant_noise
     from auditor.outputs import check_apart, check_replaceable, check_writable_location, dataset_inputs, write_marker
 
     try:
@@ -134,20 +189,42 @@ def plant_noise_cmd(
                              chain_swap_rate=chain_swap_rate, duplicate_rate=duplicate_rate)
     except ValueError as e:
         raise InputError(str(e)) from None
+    team_config = _annotator_config(annotators, per_face, gross_range=(gross_min, gross_max))
     check_writable_location(out)
-    ds = _read(data, format, scheme, skip_bad, images_root)
+    ds = _read(data, format, scheme, skip_bad, images_root, annotators_from=annotators_from)
+    fmt = ds.source_format
+    if team_config is not None and ds.annotators is not None:
+        raise InputError("the dataset already names who labelled each face; --annotators simulates annotators of "
+                         "labels taken as the truth", path=data)
+    if team_config is not None and fmt == "wflw":
+        raise InputError("the WFLW format cannot name a face's annotator; for --annotators write the dataset as "
+                         "pts, CSV or COCO first", path=data)
     check_apart(out, dataset_inputs(ds, data))
     check_replaceable(out, force=force, command="plant-noise")
-    noisy, table = plant_noise(ds.landmarks, ds.scheme, ds.image_ids, np.random.default_rng(seed), config,
-                               labelled=ds.labelled, boxes=ds.boxes)
-    fmt = ds.source_format
+    rng = np.random.default_rng(seed)
+    if team_config is None:
+        noisy, table = plant_noise(ds.landmarks, ds.scheme, ds.image_ids, rng, config, labelled=ds.labelled,
+                                   boxes=ds.boxes)
+        noisy_ds, team = ds.with_landmarks(noisy), None
+    else:
+        labels, face, names, team, table = draw_annotators(ds.landmarks, ds.scheme, ds.image_ids, rng, team_config,
+                                                           labelled=ds.labelled, boxes=ds.boxes)
+        noisy_ds = annotated_dataset(ds, labels, face, names)
     name = data.name if data.is_file() else ""
     with atomic_directory(out) as tmp:
-        write_dataset(ds.with_landmarks(noisy), tmp / "faces" / name, format=fmt)
+        write_dataset(noisy_ds, tmp / "faces" / name, format=fmt)
         write_dataset(ds, tmp / "truth" / name, format=fmt)
         with atomic_open(tmp / "truth" / "noise.csv", newline="") as f:
             table.to_csv(f, index=False, float_format="%.6f")
+        if team is not None:
+            with atomic_open(tmp / "truth" / "annotators.csv", newline="") as f:
+                team.to_csv(f, index=False, lineterminator="\n")
         write_marker(tmp, "plant-noise")
+    if team is not None:
+        typer.echo(f"{team_config.num_annotators} annotators, {team_config.per_face} per face: {len(noisy_ds)} label "
+                   f"sets of {len(ds)} faces, {len(table)} gross errors")
+        typer.echo(f"labels: {out / 'faces' / name}  truth + annotators.csv + noise.csv: {out / 'truth'}")
+        return
     counts = table.kind.value_counts()
     typer.echo(f"planted into {len(ds)} faces: " + ", ".join(f"{k} {int(counts.get(k, 0))}" for k in ERROR_KINDS))
     typer.echo(f"noisy labels: {out / 'faces' / name}  truth + noise.csv: {out / 'truth'}")
@@ -176,6 +253,7 @@ def train(
     scheme: SchemeOpt = None,
     skip_bad: SkipBadOpt = False,
     images_root: ImagesOpt = None,
+    annotators_from: AnnotatorsFromOpt = None,
 ) -> None:
     """Train a semantic-alignment model (stacked hourglass + GHCU); Ctrl-C leaves a resumable checkpoint."""
     import torch
@@ -192,7 +270,7 @@ def train(
         overrides["rounds"] = rounds
     config = get_preset(preset, **overrides)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    ds = _read(data, format, scheme, skip_bad, images_root)
+    ds = _read(data, format, scheme, skip_bad, images_root, annotators_from=annotators_from)
     if folds is not None:
         _train_folds(ds, config, out, folds, device, resume)
         return
@@ -250,13 +328,15 @@ def audit(
     scheme: SchemeOpt = None,
     skip_bad: SkipBadOpt = False,
     images_root: ImagesOpt = None,
+    annotators_from: AnnotatorsFromOpt = None,
 ) -> None:
     """Measure, score and type every label of a dataset with a trained model; write an audit directory."""
     from auditor.audit import parse_shard, run_audit
 
     parsed = None if shard is None else parse_shard(shard)
-    ds = _read(data, format, scheme, skip_bad, images_root)
-    source = {"path": str(data.resolve()), "images_root": None if images_root is None else str(images_root.resolve())}
+    ds = _read(data, format, scheme, skip_bad, images_root, annotators_from=annotators_from)
+    source = {"path": str(data.resolve()), "images_root": None if images_root is None else str(images_root.resolve()),
+              "annotators_from": None if annotators_from is None else str(annotators_from)}
     try:
         manifest = run_audit(ds, model, out, source=source, device=device, batch_size=batch_size, shard=parsed,
                              flip=flip, workers=workers, target_precision=target_precision or None)
@@ -301,6 +381,7 @@ def evaluate(
                                              "`auditor plant-noise`).")],
     truth: Annotated[Path | None, typer.Option(help="The true labels (e.g. OUT/truth): adds the error vs truth "
                                                     "of the human, searched and predicted positions.")] = None,
+    annotators_from: AnnotatorsFromOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the tables as one JSON object.")] = False,
 ) -> None:
     """Measure how well an audit finds planted errors: AUROC, AP and recall at 90 % precision per error kind."""
@@ -313,7 +394,8 @@ def evaluate(
     swaps = swap_table(images, table)
     near = None
     if truth is not None:
-        near = truth_table(points, images, _read(truth, None, None, False, None), table)
+        truth_ds = _read(truth, None, None, False, None, annotators_from=annotators_from)
+        near = truth_table(points, images, truth_ds, table)
     if as_json:
         typer.echo(json.dumps({"detection": detection.to_dict("records"), "swaps": swaps,
                                "truth": None if near is None else near.to_dict("records")}))

@@ -27,7 +27,7 @@ from auditor.io.pts import format_pts
 from auditor.outputs import write_marker
 
 if TYPE_CHECKING:
-    from auditor.noise import NoiseConfig
+    from auditor.noise import AnnotatorConfig, NoiseConfig
 
 # PIL draws aliased shapes; drawing at 4x and box-averaging down anti-aliases every edge, and the
 # 50 % level of an edge then sits within 1/8 px of the curve the truth was placed on.
@@ -669,9 +669,19 @@ def encode_jpeg(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def generate(out: Path, *, n: int, seed: int, size: int = 256, noise: NoiseConfig | None = None) -> None:
-    """Write n synthetic faces: OUT/faces (JPEG + human .pts), OUT/truth (truth .pts, noise.csv, faces.csv)."""
-    from auditor.noise import NOISE_COLUMNS, NoiseConfig, plant_noise
+def generate(out: Path, *, n: int, seed: int, size: int = 256, noise: NoiseConfig | None = None,
+             annotators: AnnotatorConfig | None = None) -> None:
+    """Write n synthetic faces: OUT/faces (JPEG + human .pts), OUT/truth (truth .pts, noise.csv, faces.csv).
+
+    With `annotators`, the human labels are those of several simulated annotators (`auditor.noise.draw_annotators`)
+    and `noise` is not used: the annotators are the noise. OUT/faces then holds each image once and a .pts tree
+    `OUT/faces/<annotator>/<face>.pts`; OUT/truth gains annotators.csv (their planted parameters), and noise.csv
+    lists their gross errors under the ids `<annotator>/<face>`. The annotators are drawn for the whole set at once,
+    so, unlike the faces and their truth, their labels depend on n.
+    """
+    from auditor.dataset import VISIBLE, Dataset
+    from auditor.io.pts import write as write_pts
+    from auditor.noise import NOISE_COLUMNS, NoiseConfig, annotated_dataset, draw_annotators, plant_noise
     from auditor.schemes import BUILTIN_SCHEMES
 
     if n < 1:
@@ -682,21 +692,34 @@ def generate(out: Path, *, n: int, seed: int, size: int = 256, noise: NoiseConfi
     # each folder is written beside its place, then replaces it whole: no stale or half-written set
     with atomic_directory(out / "faces") as faces_dir, atomic_directory(out / "truth") as truth_dir:
         width = max(4, len(str(n - 1)))
-        tables, metas = [], []
+        ids, truths, tables, metas = [], [], [], []
         for i in tqdm(range(n), desc="synth faces", unit="face", disable=None):
             image_id = f"face_{i:0{width}d}"
             image, truth, meta = render_face(face_rng(seed, i), size)
             # 1e-4 px is far below anything measurable and keeps the truth files readable
             truth = np.round(truth, 4)
-            human, table = plant_noise(truth[None], scheme, [image_id], face_rng(seed, i, 1), config)
             atomic_write_bytes(faces_dir / f"{image_id}.jpg", encode_jpeg(image))
-            atomic_write_text(faces_dir / f"{image_id}.pts", format_pts(human[0]))
+            if annotators is None:
+                human, table = plant_noise(truth[None], scheme, [image_id], face_rng(seed, i, 1), config)
+                atomic_write_text(faces_dir / f"{image_id}.pts", format_pts(human[0]))
+                tables.append(table)
             atomic_write_text(truth_dir / f"{image_id}.pts", format_pts(truth))
             # a relative link makes OUT/truth a dataset of its own that still moves with OUT
             os.symlink(Path("..") / "faces" / f"{image_id}.jpg", truth_dir / f"{image_id}.jpg")
-            tables.append(table)
+            ids.append(image_id)
+            truths.append(truth)
             metas.append({"image_id": image_id, **meta,
                           "occluded_points": " ".join(str(k) for k in meta["occluded_points"])})
+        if annotators is not None:
+            # one spawn key, apart from every face's (index, stream) pair: the annotators are the whole set's
+            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,)))
+            truth_set = Dataset(faces_dir, ids, [faces_dir / f"{i}.jpg" for i in ids], np.stack(truths),
+                                np.full((n, scheme.num_points), VISIBLE), scheme)
+            labels, face, names, team, table = draw_annotators(truth_set.landmarks, scheme, ids, rng, annotators)
+            write_pts(annotated_dataset(truth_set, labels, face, names), faces_dir, link_images=False)
+            with atomic_open(truth_dir / "annotators.csv", newline="") as f:
+                team.to_csv(f, index=False, lineterminator="\n")
+            tables = [table]
         tables = [t for t in tables if len(t)]
         noise_table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=NOISE_COLUMNS)
         with atomic_open(truth_dir / "noise.csv", newline="") as f:

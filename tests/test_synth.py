@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 from PIL import Image
 from scipy.ndimage import gaussian_filter, maximum_filter, sobel
 
+from auditor.io import read_dataset
 from auditor.io.pts import parse_pts
-from auditor.noise import ERROR_KINDS, HARMLESS_KINDS, NOISE_COLUMNS
+from auditor.noise import ERROR_KINDS, HARMLESS_KINDS, NOISE_COLUMNS, AnnotatorConfig
 from auditor.outputs import MARKER, written_by_tool
 from auditor.schemes import BUILTIN_SCHEMES
 from auditor.synth import _arc_points, _catmull_rom, face_rng, generate, render_face
@@ -171,3 +172,62 @@ def test_arc_points_sit_at_their_arc_length_fractions(ctrl, fractions):
         on_segment = d0 + d1 - seg < tol
         at_length = np.abs(np.concatenate([[0.0], np.cumsum(seg)[:-1]]) + d0 - f * total) < tol
         assert (on_segment & at_length).any()
+
+
+@pytest.fixture(scope="module")
+def annotated(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "team"
+    generate(out, n=4, seed=3, size=SIZE, annotators=AnnotatorConfig(num_annotators=4, per_face=2))
+    return out
+
+
+def test_annotators_write_a_pts_tree_beside_the_images_once(annotated, dataset):
+    team = pd.read_csv(annotated / "truth" / "annotators.csv")
+    groups = S68.group_names
+    assert list(team.columns) == (["name", "faces", "gross_rate", "along_factor"] + [f"spread_{g}" for g in groups]
+                                  + [f"bias_along_{g}" for g in groups] + [f"bias_across_{g}" for g in groups])
+    assert list(team.name) == [f"annotator_{a}" for a in range(1, 5)] and team.faces.sum() == 8
+    faces = annotated / "faces"
+    assert sorted(p.name for p in faces.iterdir() if p.is_file()) == [MARKER] + [f"face_{i:04d}.jpg" for i in range(4)]
+    label_files = sorted(p.relative_to(faces).as_posix() for p in faces.rglob("*.pts"))
+    assert len(label_files) == 8 and all(f.count("/") == 1 for f in label_files)
+    for row in team.itertuples():
+        assert len(list((faces / row.name).glob("*.pts"))) == row.faces
+    # the faces and their truth are those of the same seed without annotators; only the labels differ
+    full, plain = tree_bytes(annotated), tree_bytes(dataset)
+    for i in range(4):
+        for name in (f"faces/face_{i:04d}.jpg", f"truth/face_{i:04d}.pts"):
+            assert full[name] == plain[name]
+    assert pd.read_csv(annotated / "truth" / "faces.csv").equals(pd.read_csv(dataset / "truth" / "faces.csv"))
+
+
+def test_annotator_labels_are_the_truth_plus_their_noise(annotated):
+    noise = pd.read_csv(annotated / "truth" / "noise.csv")
+    assert list(noise.columns) == NOISE_COLUMNS and set(noise.kind) <= {"gross"}
+    team = pd.read_csv(annotated / "truth" / "annotators.csv").set_index("name")
+    for f in sorted((annotated / "faces").rglob("*.pts")):
+        label_id = f"{f.parent.name}/{f.stem}"
+        truth = parse_pts(annotated / "truth" / f"{f.stem}.pts")
+        iod = np.linalg.norm(truth[36] - truth[45])
+        offset = np.linalg.norm(parse_pts(f) - truth, axis=-1) / iod
+        gross = noise[noise.image_id == label_id]
+        clean = np.delete(offset, gross.point.to_numpy())
+        # without a gross error a label is within its annotator's bias (centred: up to twice 0.03 per component)
+        # and a few spreads of the truth
+        row = team.loc[f.parent.name]
+        limit = 2 * 0.03 * np.sqrt(2) + 5 * row.along_factor * row.filter(like="spread_").max()
+        assert 0 < clean.min() and clean.max() < limit
+    assert noise.magnitude_nme.between(0.08, 0.2).all()
+    assert set(noise.image_id) <= {f"{f.parent.name}/{f.stem}" for f in (annotated / "faces").rglob("*.pts")}
+
+
+def test_annotators_read_back_as_a_pts_tree(annotated):
+    ds = read_dataset(annotated / "faces", annotators_from="folder")
+    assert len(ds) == 8 and sorted(set(ds.annotators)) <= [f"annotator_{a}" for a in range(1, 5)]
+    assert all(image_id.startswith(f"{a}/") for image_id, a in zip(ds.image_ids, ds.annotators, strict=True))
+    assert {p.name for p in ds.image_paths} == {f"face_{i:04d}.jpg" for i in range(4)}
+
+
+def test_annotators_same_seed_same_bytes(annotated, tmp_path):
+    generate(tmp_path / "again", n=4, seed=3, size=SIZE, annotators=AnnotatorConfig(num_annotators=4, per_face=2))
+    assert tree_bytes(annotated) == tree_bytes(tmp_path / "again")
