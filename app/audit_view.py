@@ -17,7 +17,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from auditor.audit_dir import IMAGES, MANIFEST, POINTS, dataset_location, load_audit
+from auditor.audit_dir import ANNOTATORS, IMAGES, MANIFEST, POINTS, dataset_location, load_audit
 from auditor.errors import InputError
 from auditor.io.wflw import IMAGES_SUBFOLDER
 
@@ -106,7 +106,8 @@ class AuditView:
 
 def audit_version(audit_dir: Path) -> tuple[int, ...]:
     """The modification times of the audit's files: a new version whenever the audit is re-run."""
-    paths = [audit_dir / MANIFEST, audit_dir / POINTS, audit_dir / IMAGES, audit_dir / HEATMAPS / "windows.npy"]
+    paths = [audit_dir / MANIFEST, audit_dir / POINTS, audit_dir / IMAGES, audit_dir / HEATMAPS / "windows.npy",
+             audit_dir / ANNOTATORS]
     return tuple(p.stat().st_mtime_ns if p.exists() else 0 for p in paths)
 
 

@@ -1,4 +1,5 @@
-"""The overview page's charts. Pure: small aggregate tables in (`app.overview.overview_stats`), plotly figures out."""
+"""The overview's and the annotators page's charts. Pure: small aggregate tables in (`app.overview.overview_stats`,
+AUDIT/annotators.parquet), plotly figures out."""
 
 from __future__ import annotations
 
@@ -76,3 +77,18 @@ def ced_figure(nmes: dict[str, np.ndarray], max_threshold: float) -> go.Figure:
         fig.add_trace(go.Scatter(x=thresholds, y=fractions, mode="lines", line={"color": colour},
                                  name=f"{name} (AUC@{max_threshold:g} {auc(values, max_threshold):.3f})"))
     return _layout(fig, xaxis_title="NME (per face)", yaxis={"title": "fraction of faces", "range": [0, 1.01]})
+
+
+def annotator_ranking_figure(table: pd.DataFrame) -> go.Figure:
+    """Each annotator's mean error against the consensus with its bootstrap 95 % interval as error bars, in the
+    table's order (best first) from the top; `table` has annotator, faces, mean_error, mean_error_lo, mean_error_hi."""
+    mean = table.mean_error.to_numpy(dtype=np.float64)
+    above = np.nan_to_num(table.mean_error_hi.to_numpy(dtype=np.float64) - mean)  # no interval (bootstrap 0): none
+    below = np.nan_to_num(mean - table.mean_error_lo.to_numpy(dtype=np.float64))
+    fig = go.Figure(go.Scatter(
+        x=mean, y=[plot_text(a) for a in table.annotator], mode="markers", marker={"size": 9, "color": CED_COLOURS[0]},
+        error_x={"type": "data", "symmetric": False, "array": above, "arrayminus": below}, customdata=table.faces,
+        hovertemplate="%{y}: %{x:.4f} (%{customdata} faces)<extra></extra>"))
+    return _layout(fig, height=max(200, 60 + 26 * len(table)), xaxis={"title": "mean error against the consensus "
+                   "(NME), 95 % interval", "rangemode": "tozero"},
+                   yaxis={"type": "category", "autorange": "reversed"})

@@ -12,20 +12,22 @@ import streamlit as st
 
 from app.audit_view import AuditView
 from auditor.errors import InputError
-from auditor.export import ONLY, TABLE_FORMATS, export_corrections
+from auditor.export import CONSENSUS_COLUMNS, ONLY, TABLE_FORMATS, USE, export_corrections
 
 RESULT = "export_result"
 MIME = {"csv": "text/csv", "fiftyone": "application/json", "labelstudio": "application/json"}
 ONLY_HELP = {"accepted": "points accepted or edited", "issues": "points flagged as label issues, decided or not",
              "all": "every labelled point"}
+USE_HELP = {"proposals": "the decisions, else the audit's proposals",
+            "consensus": "the annotators' consensus, the same for every label set of a face"}
 
 
-def run_export(audit_dir: Path, *, only: str, format: str) -> tuple[bytes, dict]:
+def run_export(audit_dir: Path, *, only: str, format: str, use: str = "proposals") -> tuple[bytes, dict]:
     """The exported table's bytes and the export's summary (rows, faces), through a temporary file."""
     suffix = ".csv" if format == "csv" else ".json"
     with tempfile.TemporaryDirectory(prefix="auditor-export-") as tmp:
         out = Path(tmp) / f"corrections{suffix}"
-        summary = export_corrections(audit_dir, out=out, only=only, format=format)
+        summary = export_corrections(audit_dir, out=out, only=only, format=format, use=use)
         return out.read_bytes(), {"rows": summary["rows"], "faces": summary["faces"]}
 
 
@@ -35,10 +37,14 @@ def export_ui(view: AuditView) -> None:
     only = st.radio("Points", ONLY, key="export_only", horizontal=True, captions=[ONLY_HELP[o] for o in ONLY])
     fmt = st.radio("Format", TABLE_FORMATS, key="export_format", horizontal=True,
                    captions=["one row per point", "FiftyOne samples (JSON)", "Label Studio tasks (JSON)"])
+    use = "proposals"
+    if set(CONSENSUS_COLUMNS) <= set(view.points.columns):  # a dataset that names its annotators
+        use = st.radio("Corrected positions", USE, key="export_use", horizontal=True,
+                       captions=[USE_HELP[u] for u in USE])
     if st.button("Export", type="primary", key="export"):
         try:
             with st.spinner("Exporting…"):
-                data, summary = run_export(view.path, only=only, format=fmt)
+                data, summary = run_export(view.path, only=only, format=fmt, use=use)
         except InputError as e:
             st.session_state.pop(RESULT, None)
             st.error("The export failed:")

@@ -3,7 +3,8 @@
     streamlit run app/main.py [-- --audit DIR]
 
 DIR defaults to `$AUDITOR_AUDIT`, else `sample_data/audit` of this repository; another audit can be opened from the
-sidebar. Pages: Overview, Review (deep links: `?image=ID&point=K`), Export.
+sidebar. Pages: Overview, Annotators (when the dataset names them), Review (deep links: `?image=ID&point=K`),
+Export.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `streamlit run` puts app/ on the path, not the folder that holds the `app` package
     sys.path.insert(0, str(REPO))
 
+from app.annotators import annotators_ui  # noqa: E402
 from app.audit_view import open_audit  # noqa: E402
 from app.export import export_ui  # noqa: E402
 from app.overview import overview_ui  # noqa: E402
@@ -28,7 +30,7 @@ from auditor.review import default_reviewer  # noqa: E402
 
 AUDIT_ENV = "AUDITOR_AUDIT"
 DEFAULT_AUDIT = REPO / "sample_data" / "audit"
-PAGES = ("Overview", "Review", "Export")
+PAGES = ("Overview", "Annotators", "Review", "Export")
 
 
 def default_audit(argv: list[str]) -> str:
@@ -64,6 +66,8 @@ def main() -> None:
         review_ui(view, reviewer)
     elif page == "Export":
         export_ui(view)
+    elif page == "Annotators":
+        annotators_ui(view)
     else:
         overview_ui(view)
 

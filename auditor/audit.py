@@ -26,6 +26,15 @@ import torch
 from tqdm import tqdm
 
 from auditor import __version__
+from auditor.annotators import (
+    FACE_AREA,
+    AnnotatorAudit,
+    add_subject_columns,
+    audit_annotators,
+    face_areas,
+    take_face_areas,
+    write_annotator_files,
+)
 from auditor.atomic import atomic_directory, atomic_write_text
 from auditor.audit_dir import (
     CALIBRATION_DIR,
@@ -325,9 +334,11 @@ def _fitted(points: pd.DataFrame) -> dict:
     return {"pred_weight": points.attrs.get("pred_weight")}
 
 
-def _write_tables(out: Path, points: pd.DataFrame, images: pd.DataFrame, manifest: dict) -> None:
+def _write_tables(out: Path, points: pd.DataFrame, images: pd.DataFrame, manifest: dict,
+                  team: AnnotatorAudit) -> None:
     points.to_parquet(out / "points.parquet", index=False)
     images.to_parquet(out / "images.parquet", index=False)
+    write_annotator_files(out, team)
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
 
 
@@ -408,6 +419,7 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
                 bar.close()
         stacked = {key: np.concatenate(parts.pop(key)) for key in list(parts)}
         points, images = _tables(ds, faces, stacked)
+        add_subject_columns(images, ds, faces)
         del stacked
         points, images = score_points(points, images, ds.scheme, scoring)
         planted_points, planted_images = (None, None) if copy is None else _tables(
@@ -422,6 +434,10 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
             ids = set(images["image_id"].astype(str))
             _write_calibration(tmp, planted_points, planted_images, planted[planted["image_id"].isin(ids)])
             calibration = uncalibrated(target_precision, "a shard: merge calibrates on all faces")
+        areas = face_areas(ds, faces)
+        if shard is not None:
+            images[FACE_AREA] = areas
+        team = audit_annotators(points, images, ds.scheme, areas, shard=shard is not None)
         seconds = time.perf_counter() - started
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -435,6 +451,7 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
             "scoring": scoring.to_json(),
             "scoring_fitted": _fitted(points),
             "calibration": calibration,
+            **team.manifest,
             "heatmaps": {"source": "ghcu", "flip_averaged": flip, "window": side, "dtype": "float16",
                          "heatmap_size": size, "bytes_per_face": k * side * side * 2},
             "shard": None if shard is None else {"index": shard[0], "count": shard[1], "faces": [start, stop]},
@@ -442,7 +459,7 @@ def run_audit(ds: Dataset, checkpoint: str | Path, out: str | Path, *, source: d
             "timing": {"seconds": round(seconds, 2), "faces_per_second": round(len(faces) / seconds, 2),
                        "device": str(torch_device), "workers": workers},
         }
-        _write_tables(tmp, points, images, manifest)
+        _write_tables(tmp, points, images, manifest, team)
     return manifest
 
 
@@ -541,7 +558,8 @@ def merge_audits(shards: list[Path], out: str | Path, *, scoring: ScoringConfig 
                 for path, m in zip(shards, manifests, strict=True)]
     first = manifests[0]
     for path, m in zip(shards, manifests, strict=True):
-        for key, what in (("dataset", "fingerprint"), ("model", "sha256"), ("heatmaps", "flip_averaged")):
+        for key, what in (("dataset", "fingerprint"), ("dataset", "annotators_from"), ("model", "sha256"),
+                          ("heatmaps", "flip_averaged")):
             if m[key].get(what) != first[key].get(what):
                 raise InputError(f"another {key} than {shards[0]} ({what} differs)", path=path)
         for key in ("scheme", "scoring"):
@@ -591,6 +609,7 @@ def merge_audits(shards: list[Path], out: str | Path, *, scoring: ScoringConfig 
             calibration = uncalibrated(target_precision, NO_TARGET if not target_precision else
                                        "a shard was audited without calibration (--target-precision 0)")
         del copies
+        team = audit_annotators(points, images, scheme, take_face_areas(images, points, scheme.num_points))
         seconds = sum(manifests[i]["timing"]["seconds"] for i in order) + time.perf_counter() - started
         dataset = dict(first["dataset"])
         for key in ("path", "images_root"):
@@ -598,8 +617,8 @@ def merge_audits(shards: list[Path], out: str | Path, *, scoring: ScoringConfig 
                 dataset[key] = _relative(str(Path(shards[order[0]]) / dataset[key]), Path(out))
         manifest = dict(first, dataset=dataset, created_at=datetime.now(UTC).isoformat(timespec="seconds"), shard=None,
                         scoring=scoring.to_json(), scoring_fitted=_fitted(points), calibration=calibration,
-                        counts=_counts(points, images),
+                        **team.manifest, counts=_counts(points, images),
                         timing={"seconds": round(seconds, 2), "faces_per_second": round(len(images) / seconds, 2),
                                 "device": first["timing"]["device"], "merged_from": len(shards)})
-        _write_tables(tmp, points, images, manifest)
+        _write_tables(tmp, points, images, manifest, team)
     return manifest

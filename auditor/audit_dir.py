@@ -7,6 +7,7 @@ version, or a dataset that changed since the audit is an `InputError` naming the
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -19,12 +20,17 @@ from auditor.io import is_regular_file
 
 FORMAT_VERSION = 1
 MANIFEST, POINTS, IMAGES, REVIEWS = "manifest.json", "points.parquet", "images.parquet", "reviews.sqlite"
+ANNOTATORS, TOLERANCES = "annotators.parquet", "tolerances.parquet"  # auditor.annotators
 CALIBRATION_DIR = "calibration"  # a shard's planted copy, measured (auditor.calibration), read by merge
 
 # the columns review and export rely on; an audit may hold more (docs/audit_format.md lists them all)
 POINT_COLUMNS = ("image_id", "face", "point", "point_name", "group", "x_human", "y_human", "x_searched", "y_searched",
                  "x_pred", "y_pred", "label_score", "issue_type", "is_label_issue")
 IMAGE_COLUMNS = ("image_id", "face", "image_path", "normaliser")
+ANNOTATOR_COLUMNS = ("annotator", "faces", "points", "mean_error", "mean_error_lo", "mean_error_hi", "gross_rate",
+                     "spread", "label_issues_per_100")
+TOLERANCE_COLUMNS = ("point", "point_name", "spread_along", "spread_across", "sigma", "source")
+TOLERANCE_SOURCES = ("annotators", "searched")
 
 
 class Audit(NamedTuple):
@@ -87,18 +93,20 @@ def load_manifest(audit_dir: str | Path) -> dict:
 # the kind of every documented column (docs/audit_format.md); a column present must hold its kind
 _TEXT_OR_EMPTY = ("issue_type", "worst_point_name")
 _POSITIONS = tuple(f"{axis}_{name}" for name in ("human", "searched", "searched_broad", "pred", "mode", "partner",
-                                                  "shape") for axis in "xy")
+                                                  "shape", "consensus") for axis in "xy")
 _KINDS = {
     "image_id": "text", "point_name": "text", "group": "text", "image_path": "text", "issue_type": "text",
-    "worst_point_name": "text",
+    "worst_point_name": "text", "annotator": "text", "source": "text",
     "face": "integer", "point": "integer", "num_label_issues": "integer", "worst_point": "integer",
-    "partner": "integer",
+    "partner": "integer", "subject": "integer", "faces": "integer", "points": "integer", "labels": "integer",
     "is_contour": "bool", "is_label_issue": "bool", "swapped_sides": "bool",
     **{name: "number" for name in (*_POSITIONS, "searched_nme", "pred_err_nme", "mode_peak", "peak", "anisotropy",
                                    "angle", "gaussianity_human", "gaussianity_searched", "flat_hat", "confidence",
                                    "search_gain", "tangential_nme", "normal_nme", "shape_residual_nme",
                                    "pca_residual_nme", "label_score", "normaliser", "nme_searched", "nme_pred",
-                                   "image_label_score", "swap_ratio")},
+                                   "image_label_score", "swap_ratio", "annotator_agreement", "face_area",
+                                   "mean_error", "mean_error_lo", "mean_error_hi", "gross_rate", "spread",
+                                   "label_issues_per_100", "spread_along", "spread_across", "sigma")},
 }
 
 
@@ -134,7 +142,7 @@ def _checked_column(values: pd.Series, name: str, path: Path) -> pd.Series:
     if name in _POSITIONS or name == "normaliser":
         if np.isinf(numbers).any() or (numbers.abs() > 1e9).any():
             raise refuse("finite positions (NaN where there is none)")
-    if name == "label_score" and ((numbers < 0) | (numbers > 1)).any():
+    if name in ("label_score", "annotator_agreement") and ((numbers < 0) | (numbers > 1)).any():
         raise refuse("scores in [0, 1]")
     return numbers if values.dtype == object else values
 
@@ -176,6 +184,8 @@ def load_audit(audit_dir: str | Path) -> Audit:
     if unknown:
         raise InputError(f"image_id '{unknown[0]}' is not in images.parquet ({len(unknown)} such ids)",
                          path=audit_dir / POINTS)
+    if ("annotator" in images.columns) != ("subject" in images.columns):
+        raise InputError("expected both columns annotator and subject, or neither", path=audit_dir / IMAGES)
     k = _scheme_size(manifest)
     if (points.point < 0).any() or (k is not None and (points.point >= k).any()):
         bad = points.point[(points.point < 0) | (points.point >= (k or 2**31))].iloc[0]
@@ -185,6 +195,36 @@ def load_audit(audit_dir: str | Path) -> Audit:
         raise InputError(f"{len(points)} rows; expected one per point of every face ({len(images)} x {k})",
                          path=audit_dir / POINTS)
     return Audit(manifest, points, images)
+
+
+def load_annotators(audit_dir: str | Path) -> pd.DataFrame | None:
+    """`AUDIT/annotators.parquet` (one row per annotator, best first), validated; None where the audit has none."""
+    path = audit_path(audit_dir) / ANNOTATORS
+    if not os.path.lexists(path):
+        return None
+    table = read_table(path, ANNOTATOR_COLUMNS)
+    repeated = table.annotator[table.annotator.duplicated()]
+    if len(repeated):
+        raise InputError(f"annotator '{repeated.iloc[0]}' has several rows; expected one per annotator", path=path,
+                         field="annotator")
+    return table
+
+
+def load_tolerances(audit_dir: str | Path, num_points: int) -> pd.DataFrame | None:
+    """`AUDIT/tolerances.parquet` in point order, validated: one row per point of a scheme of `num_points`; None for
+    an audit written before it."""
+    path = audit_path(audit_dir) / TOLERANCES
+    if not os.path.lexists(path):
+        return None
+    table = read_table(path, TOLERANCE_COLUMNS)
+    if sorted(table.point.tolist()) != list(range(num_points)):
+        raise InputError(f"expected one row for each point 0..{num_points - 1} of the audit's scheme, got "
+                         f"{len(table)} rows", path=path, field="point")
+    unknown = sorted(set(table.source) - set(TOLERANCE_SOURCES))
+    if unknown:
+        raise InputError(f"unknown source '{unknown[0]}'; expected one of {', '.join(TOLERANCE_SOURCES)}", path=path,
+                         field="source")
+    return table.sort_values("point", kind="stable").reset_index(drop=True)
 
 
 def _scheme_size(manifest: dict) -> int | None:

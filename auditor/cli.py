@@ -487,26 +487,74 @@ def export_corrections_cmd(
                                            "audit's, decided or not, with their proposals) or all (every labelled "
                                            "point).")] = "accepted",
     write_labels: Annotated[Path | None, typer.Option(
-        "--write-labels", help="Also write the whole dataset, with the accepted and edited corrections applied, into "
-                               "this folder (in --format, else the input's).")] = None,
+        "--write-labels", help="Also write the whole dataset, with the accepted and edited corrections (--use "
+                               "consensus: the exported points' consensus) applied, into this folder (in --format, "
+                               "else the input's).")] = None,
     format: Annotated[str | None, typer.Option(
         "--format", "-f", help="fiftyone or labelstudio: what -o holds instead of CSV; pts, wflw, csv or coco: the "
                                "format of --write-labels (default: the input's).")] = None,
     in_place: Annotated[bool, typer.Option(
         "--in-place", help="Write the corrected labels over the input dataset, after copying its annotation "
                            "file(s) to a timestamped backup beside them.")] = False,
+    use: Annotated[str, typer.Option(
+        help="The corrected positions: proposals (the curator's decisions, else the audit's proposals; only accepted "
+             "and edited points are applied to labels) or consensus (each point's consensus of the annotators, the "
+             "same for every label set of one person in one image; every exported point is applied, so --only all "
+             "--write-labels writes the consensus as the labels). consensus needs a dataset that names its "
+             "annotators.")] = "proposals",
 ) -> None:
     """Export the reviewed corrections: a CSV (or FiftyOne / Label Studio JSON) and, optionally, corrected labels."""
     from auditor.export import export_corrections
 
     summary = export_corrections(audit, out=out, only=only, format=format, labels_dir=write_labels,
-                                 in_place=in_place)
+                                 in_place=in_place, use=use)
     if "table" in summary:
         typer.echo(f"wrote {summary['rows']} points of {summary['faces']} faces to {summary['table']}")
     if "labels" in summary:
-        typer.echo(f"applied {summary['applied']} accepted or edited corrections; corrected labels: "
+        applied = ("accepted or edited corrections" if summary["use"] == "proposals"
+                   else "labels moved to their consensus")
+        typer.echo(f"applied {summary['applied']} {applied}; corrected labels: "
                    f"{summary['labels']}" + (f" (original backed up to {summary['backup']})"
                                              if summary["backup"] else ""))
+
+
+@app.command("report-annotators")
+def report_annotators_cmd(
+    audit: Annotated[Path, typer.Argument(help="The audit directory of a dataset with several annotators (written "
+                                               "by `auditor audit`, or `auditor merge` of its shards).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The CSV to write: one row per annotator, best first "
+                                                          "(AUDIT/annotators.parquet's columns).")],
+) -> None:
+    """Rank the annotators against the consensus: mean error with a bootstrap interval, bias along and across each
+    point group, spread, gross-error rate, label issues per 100 points; write them as CSV."""
+    from auditor.annotators import report_annotators
+
+    table, worst = report_annotators(audit, out)
+    worst = worst.set_index("annotator")
+    for rank, row in enumerate(table.itertuples(index=False), start=1):
+        face = (f"; farthest on {worst.loc[row.annotator, 'image_id']} ({worst.loc[row.annotator, 'mean_error']:.4f})"
+                if row.annotator in worst.index else "")
+        typer.echo(f"{rank}. {row.annotator}: {row.faces} faces, mean error {row.mean_error:.4f} "
+                   f"[{row.mean_error_lo:.4f}, {row.mean_error_hi:.4f}] NME, gross rate {row.gross_rate:.1%}, "
+                   f"{row.label_issues_per_100:.1f} issues per 100 points{face}")
+    typer.echo(f"wrote {len(table)} annotators to {out}")
+
+
+@app.command("export-sigmas")
+def export_sigmas_cmd(
+    audit: Annotated[Path, typer.Argument(help="The audit directory (written by `auditor audit`).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The JSON to write: the scheme, its point names and one "
+                                                          "COCO-style sigma per point, in the scheme's order.")],
+) -> None:
+    """Export each point's tolerance as COCO-style per-keypoint sigmas (pycocotools' `kpt_oks_sigmas`, FiftyOne's
+    OKS), from the annotators' spread, or with one annotator per face the labels' spread around the searched
+    positions."""
+    from auditor.annotators import export_sigmas
+
+    result = export_sigmas(audit, out)
+    sigmas = np.asarray(result["sigmas"])
+    typer.echo(f"wrote {len(sigmas)} sigmas of {result['scheme']} (from the {result['source']}; median "
+               f"{np.median(sigmas):.4f}, range {sigmas.min():.4f} to {sigmas.max():.4f}) to {out}")
 
 
 class Terminated(BaseException):

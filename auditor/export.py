@@ -13,6 +13,12 @@ The corrected position of a point and its `source`:
                candidate); for an undecided or rejected point it is the proposal, not a correction
 `decision` is the latest decision, '' when undecided. Only accept and edit are ever applied to labels.
 
+With `use="consensus"` (an audit of a dataset that names its annotators) the corrected position of every exported
+point is instead its subject's consensus (`x_consensus`, `y_consensus`: every label set of one person in one image
+gets the same position), source `consensus`, whatever the decision; where the audit has no consensus for a labelled
+point the label stays (source `label`). Written labels then move every exported point (`--only all`: every label)
+to its consensus.
+
 CSV: the columns CSV_COLUMNS, one row per point, faces and points in the audit's order; positions in image pixels
 (0-based, pixel centres on integers); dx, dy = corrected - human; displacement_nme = |corrected - human| / the
 face's normaliser (images.parquet); decided_at is the decision's ISO 8601 UTC time.
@@ -27,28 +33,32 @@ points, each in FiftyOne's own sample serialisation (`Sample.to_dict`), so that 
 
     sample = {"filepath": "/abs/image.jpg", "tags": ["needs_review"] (a face of it has an audit issue) or [],
               "metadata": {"_cls": "ImageMetadata", "width": W, "height": H},
-              "human": KEYPOINTS, "keypoints": KEYPOINTS}
+              "human": KEYPOINTS, "keypoints": KEYPOINTS,
+              "annotators": ["alice", "bob"]}  # only when the dataset names annotators: its faces', sorted
     KEYPOINTS = {"_cls": "Keypoints", "keypoints": [{"_cls": "Keypoint", "label": "face", "image_id": "...",
+                                                     "annotator": "alice",  # only with annotators
                                                      "points": [[x / W, y / H], ...]}, ...]}  # one per face
 
 Every face gets all K points in FiftyOne's relative [0, 1] coordinates (x / W, as FiftyOne's own COCO importer
 converts pixels), NaN where a point has no label; `human` holds the labels, `keypoints` the labels with the exported
 points at their corrected position. W, H are read from the image header (PIL, no decoding).
 
-Label Studio (`labelstudio`): a JSON list of tasks, one per image, the exported points as pre-annotations
-(predictions), for the labelling config
+Label Studio (`labelstudio`): a JSON list of tasks, one per image (per image and annotator when the dataset names
+annotators: the unit of one annotator's work), the exported points as pre-annotations (predictions), for the
+labelling config
 
     <View><Image name="image" value="$image"/>
       <KeyPointLabels name="keypoints" toName="image"><Label value="POINT_NAME"/> (one per point name)</KeyPointLabels>
     </View>
 
-    task = {"data": {"image": "/abs/image.jpg", "image_ids": [...]},
+    task = {"data": {"image": "/abs/image.jpg", "image_ids": [...], "annotator": "alice" (only with annotators)},
             "predictions": [{"model_version": "landmark-auditor", "result": [
                 {"id": "<image_id>/<point>", "type": "keypointlabels", "from_name": "keypoints", "to_name": "image",
                  "original_width": W, "original_height": H, "image_rotation": 0,
                  "value": {"x": 100 * x / W, "y": 100 * y / H, "width": 0.5, "keypointlabels": [point_name]}}]}]}
 
-x, y in percent of the image size. To serve local images, Label Studio's local-files storage wants `data.image` as
+x, y in percent of the image size; Label Studio's data manager shows `data.annotator` as a column to filter on. To
+serve local images, Label Studio's local-files storage wants `data.image` as
 `/data/local-files/?d=<path below its document root>`: rewrite the paths for your set-up.
 """
 
@@ -64,7 +74,7 @@ import numpy as np
 import pandas as pd
 
 from auditor.atomic import atomic_directory, atomic_open, atomic_write_text
-from auditor.audit_dir import Audit, dataset_location, load_audit, load_audited_dataset, proposals
+from auditor.audit_dir import POINTS, Audit, dataset_location, load_audit, load_audited_dataset, proposals
 from auditor.dataset import Dataset
 from auditor.errors import InputError
 from auditor.outputs import (
@@ -77,6 +87,8 @@ from auditor.outputs import (
 )
 
 ONLY = ("accepted", "issues", "all")
+USE = ("proposals", "consensus")  # what an exported point's corrected position is
+CONSENSUS_COLUMNS = ("x_consensus", "y_consensus")
 TABLE_FORMATS = ("csv", "fiftyone", "labelstudio")
 LABEL_FORMATS = ("pts", "wflw", "csv", "coco")
 CSV_COLUMNS = ("image_id", "image_path", "point", "point_name", "group", "x_human", "y_human", "x_corrected",
@@ -85,13 +97,28 @@ CSV_COLUMNS = ("image_id", "image_path", "point", "point_name", "group", "x_huma
 NEEDS_REVIEW = "needs_review"
 
 
-def corrections(audit: Audit, decisions: pd.DataFrame, *, only: str = "accepted") -> pd.DataFrame:
+def check_consensus(audit: Audit, *, path: Path | None = None) -> None:
+    """An InputError unless the audit's points.parquet (at `path`, for the message) holds consensus positions: the
+    audit of a dataset that names its annotators."""
+    if not set(CONSENSUS_COLUMNS) <= set(audit.points.columns):
+        raise InputError("no consensus positions (points.parquet has no x_consensus, y_consensus): the audited dataset "
+                         "names no annotators; export --use proposals, or audit a dataset that names who labelled "
+                         "each face", path=path)
+
+
+def corrections(audit: Audit, decisions: pd.DataFrame, *, only: str = "accepted",
+                use: str = "proposals") -> pd.DataFrame:
     """One row per exported point: CSV_COLUMNS plus `face` and `is_label_issue`, in the audit's order.
 
-    `decisions` is `ReviewStore.latest()`: one row per decided point.
+    `decisions` is `ReviewStore.latest()`: one row per decided point; `use` the corrected positions (USE, the
+    module docstring).
     """
     if only not in ONLY:
         raise InputError(f"unknown selection '{only}': expected one of {', '.join(ONLY)}")
+    if use not in USE:
+        raise InputError(f"unknown corrected positions '{use}': expected one of {', '.join(USE)}")
+    if use == "consensus":
+        check_consensus(audit)
     points = audit.points
     points = points[np.isfinite(points.x_human) & np.isfinite(points.y_human)]
     decided = decisions[["image_id", "point", "decision", "x", "y", "reviewer", "created_at"]].rename(
@@ -113,6 +140,11 @@ def corrections(audit: Audit, decisions: pd.DataFrame, *, only: str = "accepted"
     accepted_from = np.select([at("shape"), at("pred"), at("partner")], ["shape", "predicted", "exchanged"],
                               "searched")
     source = np.select([decision == "edit", chosen], ["edited", accepted_from], proposed_from)
+    if use == "consensus":
+        x_con, y_con = (p[c].to_numpy(dtype=np.float64) for c in CONSENSUS_COLUMNS)
+        known = np.isfinite(x_con) & np.isfinite(y_con)
+        x, y = np.where(known, x_con, p.x_human), np.where(known, y_con, p.y_human)
+        source = np.where(known, "consensus", "label")
     dx, dy = x - p.x_human.to_numpy(), y - p.y_human.to_numpy()
     table = pd.DataFrame({
         "image_id": p.image_id, "image_path": p.image_path, "point": p.point, "point_name": p.point_name,
@@ -171,11 +203,16 @@ def _corrected_landmarks(ds: Dataset, table: pd.DataFrame) -> np.ndarray:
 
 
 def _keypoints(ds: Dataset, xy: np.ndarray, faces: list[int], size: tuple[int, int]) -> dict:
-    """FiftyOne `Keypoints` of `faces` from landmarks (N, K, 2), in [0, 1] of the image `size` (width, height)."""
+    """FiftyOne `Keypoints` of `faces` from landmarks (N, K, 2), in [0, 1] of the image `size` (width, height); each
+    face's annotator too when the dataset names them."""
     scale = np.asarray(size, dtype=np.float64)
-    return {"_cls": "Keypoints", "keypoints": [
-        {"_cls": "Keypoint", "label": "face", "image_id": ds.image_ids[i], "points": (xy[i] / scale).tolist()}
-        for i in faces]}
+    keypoints = []
+    for i in faces:
+        face = {"_cls": "Keypoint", "label": "face", "image_id": ds.image_ids[i]}
+        if ds.annotators is not None:
+            face["annotator"] = ds.annotators[i]
+        keypoints.append({**face, "points": (xy[i] / scale).tolist()})
+    return {"_cls": "Keypoints", "keypoints": keypoints}
 
 
 def to_fiftyone(table: pd.DataFrame, ds: Dataset, *, needs_review: set[str], name: str = "landmark-auditor") -> dict:
@@ -185,34 +222,45 @@ def to_fiftyone(table: pd.DataFrame, ds: Dataset, *, needs_review: set[str], nam
     samples = []
     for path, faces in _faces_by_image(table, ds).items():
         size = image_size(path)
-        samples.append({
+        sample = {
             "filepath": str(path), "tags": [NEEDS_REVIEW] if needs_review & {ds.image_ids[i] for i in faces} else [],
             "metadata": {"_cls": "ImageMetadata", "width": size[0], "height": size[1]},
-            "human": _keypoints(ds, ds.landmarks, faces, size), "keypoints": _keypoints(ds, corrected, faces, size)})
+            "human": _keypoints(ds, ds.landmarks, faces, size), "keypoints": _keypoints(ds, corrected, faces, size)}
+        if ds.annotators is not None:
+            sample["annotators"] = sorted({ds.annotators[i] for i in faces})
+        samples.append(sample)
     return {"name": name, "media_type": "image", "samples": samples}
 
 
 def to_labelstudio(table: pd.DataFrame, ds: Dataset) -> list[dict]:
-    """The exported points as Label Studio tasks with keypoint pre-annotations (the shape in the docstring)."""
+    """The exported points as Label Studio tasks with keypoint pre-annotations (the shape in the module docstring): one
+    per image, or per image and annotator when the dataset names them."""
     finite = table[np.isfinite(table.x_corrected) & np.isfinite(table.y_corrected)]
     rows = {image_id: group for image_id, group in finite.groupby("image_id", sort=False)}
     tasks = []
-    for path, faces in _faces_by_image(finite, ds).items():
+    for path, all_faces in _faces_by_image(finite, ds).items():
         width, height = image_size(path)
-        result = [{"id": f"{r.image_id}/{r.point}", "type": "keypointlabels", "from_name": "keypoints",
-                   "to_name": "image", "original_width": width, "original_height": height, "image_rotation": 0,
-                   "value": {"x": 100.0 * r.x_corrected / width, "y": 100.0 * r.y_corrected / height, "width": 0.5,
-                             "keypointlabels": [r.point_name]}}
-                  for i in faces for r in rows[ds.image_ids[i]].itertuples(index=False)]
-        tasks.append({"data": {"image": str(path), "image_ids": [ds.image_ids[i] for i in faces]},
-                      "predictions": [{"model_version": "landmark-auditor", "result": result}]})
+        by_annotator: dict[str | None, list[int]] = {}
+        for i in all_faces:
+            by_annotator.setdefault(None if ds.annotators is None else ds.annotators[i], []).append(i)
+        for annotator, faces in by_annotator.items():
+            result = [{"id": f"{r.image_id}/{r.point}", "type": "keypointlabels", "from_name": "keypoints",
+                       "to_name": "image", "original_width": width, "original_height": height, "image_rotation": 0,
+                       "value": {"x": 100.0 * r.x_corrected / width, "y": 100.0 * r.y_corrected / height,
+                                 "width": 0.5, "keypointlabels": [r.point_name]}}
+                      for i in faces for r in rows[ds.image_ids[i]].itertuples(index=False)]
+            data = {"image": str(path), "image_ids": [ds.image_ids[i] for i in faces]}
+            tasks.append({"data": data if annotator is None else {**data, "annotator": annotator},
+                          "predictions": [{"model_version": "landmark-auditor", "result": result}]})
     return tasks
 
 
-def apply_corrections(ds: Dataset, table: pd.DataFrame) -> tuple[Dataset, int]:
-    """`ds` with the accepted and edited points of `table` (finite ones) at their corrected position; and how many."""
-    applied = table[table.decision.isin(("accept", "edit")) & np.isfinite(table.x_corrected)
-                    & np.isfinite(table.y_corrected)]
+def apply_corrections(ds: Dataset, table: pd.DataFrame, *, use: str = "proposals") -> tuple[Dataset, int]:
+    """`ds` with points of `table` (finite ones) at their corrected position, and how many: the accepted and edited
+    ones with `use="proposals"`, every one with `use="consensus"`."""
+    applied = table[np.isfinite(table.x_corrected) & np.isfinite(table.y_corrected)]
+    applied = applied[applied.decision.isin(("accept", "edit")) if use == "proposals"
+                      else applied.source == "consensus"]
     return ds.with_landmarks(_corrected_landmarks(ds, applied)), len(applied)
 
 
@@ -315,12 +363,14 @@ def check_table_target(out: Path, inputs: list[Path]) -> None:
 
 def export_corrections(audit_dir: str | Path, *, out: str | Path | None = None, only: str = "accepted",
                        format: str | None = None, labels_dir: str | Path | None = None,
-                       in_place: bool = False) -> dict:
+                       in_place: bool = False, use: str = "proposals") -> dict:
     """Export an audit's reviewed corrections: the table to `out` (CSV, or `format` fiftyone / labelstudio) and,
     with `labels_dir` or `in_place`, the whole corrected dataset (`format` pts / wflw / csv / coco, else the
-    input's). Returns counts and the paths written."""
+    input's); `use` the corrected positions (USE, the module docstring). Returns counts and the paths written."""
     from auditor.review import ReviewStore
 
+    if use not in USE:
+        raise InputError(f"unknown corrected positions '{use}': expected one of {', '.join(USE)}")
     if format is not None and format not in TABLE_FORMATS + LABEL_FORMATS:
         known = ", ".join(dict.fromkeys(TABLE_FORMATS + LABEL_FORMATS))
         raise InputError(f"unknown format '{format}': expected one of {known}")
@@ -336,15 +386,18 @@ def export_corrections(audit_dir: str | Path, *, out: str | Path | None = None, 
     dataset = dict(audit.manifest["dataset"], path=str(source.absolute()),
                    images_root=None if images_root is None else str(images_root.absolute()))
     audit = audit._replace(manifest=dict(audit.manifest, dataset=dataset))
+    if use == "consensus":
+        check_consensus(audit, path=Path(audit_dir) / POINTS)
     decisions = ReviewStore(audit_dir).latest()
-    table = corrections(audit, decisions, only=only)
+    table = corrections(audit, decisions, only=only, use=use)
     ds = load_audited_dataset(audit.manifest, audit_dir) if writes_labels or table_format != "csv" else None
-    summary: dict = {"rows": len(table), "faces": int(table.image_id.nunique())}
+    summary: dict = {"rows": len(table), "faces": int(table.image_id.nunique()), "use": use}
     labels_dir = None if labels_dir is None else Path(labels_dir)
     label_format = format if format in LABEL_FORMATS else None
     inputs = [*audit_files(audit_dir), *(dataset_inputs(ds, source) if ds is not None else [resolved(source)])]
     if writes_labels:
-        corrected, summary["applied"] = apply_corrections(ds, corrections(audit, decisions, only="accepted"))
+        applied = table if use == "consensus" else corrections(audit, decisions, only="accepted")
+        corrected, summary["applied"] = apply_corrections(ds, applied, use=use)
         check_labels_target(corrected, audit.manifest, labels_dir, format=label_format, in_place=in_place)
         if not in_place:
             check_apart(labels_dir, [*inputs, Path(audit_dir)], field="--write-labels")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import shutil
@@ -22,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the `app` package lives beside `auditor`, which is the one installed
 
 from app.audit_view import load_heatmaps  # noqa: E402
+from app.charts import annotator_ranking_figure  # noqa: E402
 from app.figures import heatmap_figure, ideal_window, zoom_box  # noqa: E402
 from app.text import md_text  # noqa: E402
 
@@ -274,3 +276,116 @@ def test_heatmap_store_side_comes_from_the_array(tmp_path: Path) -> None:
 
 def test_markdown_text_is_inert() -> None:
     assert md_text("face_01 *x* [a](b) <b>") == r"face\_01 \*x\* \[a\]\(b\) \<b\>"
+
+
+@pytest.fixture
+def annotated_audit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An audit of faces each labelled by two of three annotators, with the annotator columns and annotators.parquet
+    (tests/annotated_audit.py), opened by the app through $AUDITOR_AUDIT; caches cleared before and after."""
+    from annotated_audit import build_annotated_audit
+
+    _, audit = build_annotated_audit(tmp_path)
+    monkeypatch.setenv("AUDITOR_AUDIT", str(audit))
+    clear_caches()
+    yield audit
+    clear_caches()
+
+
+def plotted(values: dict | list) -> np.ndarray:
+    """A plotly trace's array as plotly.js receives it: a list, or typed base64 (`bdata`)."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"])
+    return np.asarray(values, dtype=np.float64)
+
+
+def test_annotators_page_without_annotators_says_how_to_name_them(audit_copy: Path) -> None:
+    at = run_app("Annotators")
+    text = at.info[0].value
+    assert "names no annotators" in text and "`annotator` column" in text and "--annotators-from folder" in text
+    assert not at.get("plotly_chart") and not at.dataframe and not at.error
+
+    (audit_copy / "annotators.parquet").write_bytes(b"not a parquet file")
+    at = run_app("Annotators")
+    assert "Cannot read this audit's annotator table" in at.error[0].value
+    assert "annotators.parquet" in at.code[0].value
+
+
+def test_annotators_page_ranks_the_annotators_and_lists_where_they_depart(annotated_audit: Path) -> None:
+    expected = pd.read_parquet(annotated_audit / "annotators.parquet")
+    at = run_app("Annotators")
+    assert not at.error and not at.warning
+    pd.testing.assert_frame_equal(at.dataframe[0].value, expected, check_dtype=False)
+    trace = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
+    assert trace["y"] == expected.annotator.tolist()  # best first, from the top
+    np.testing.assert_allclose(plotted(trace["x"]), expected.mean_error)
+    np.testing.assert_allclose(plotted(trace["error_x"]["array"]), expected.mean_error_hi - expected.mean_error)
+    np.testing.assert_allclose(plotted(trace["error_x"]["arrayminus"]), expected.mean_error - expected.mean_error_lo)
+
+    best = expected.iloc[0]
+    groups = at.dataframe[1].value.set_index("group")  # the per-group columns <measure>_<group>, one row per group
+    assert list(groups.index) == ["jaw", "brows", "nose", "eyes", "mouth"] and "bias_along" in groups.columns
+    for measure in groups.columns:
+        np.testing.assert_allclose(groups[measure], [best[f"{measure}_{g}"] for g in groups.index])
+    departures = at.dataframe(key="departures").value
+    assert len(departures) == best.faces and departures.mean_error.is_monotonic_decreasing
+    assert all(i.startswith(f"{best.annotator}/") for i in departures.image_id)
+
+    at.selectbox(key="annotator_choice").set_value(expected.annotator.iloc[-1]).run()
+    departures = at.dataframe(key="departures").value
+    assert all(i.startswith(f"{expected.annotator.iloc[-1]}/") for i in departures.image_id)
+    # the face's worst point is its largest departure from the consensus
+    points = load_audit(annotated_audit).points.set_index(["image_id", "point"])
+    face = points.loc[departures.image_id[0]]
+    distance = np.hypot(face.x_human - face.x_consensus, face.y_human - face.y_consensus)
+    assert departures.worst_point[0] == distance.idxmax()
+
+
+def test_a_departure_selected_opens_its_worst_point_for_review(annotated_audit: Path) -> None:
+    def select_second_row() -> None:
+        import pandas as pd
+        import streamlit as st
+
+        from app.annotators import DEPARTURES, _open_face
+
+        st.session_state["current"] = ("another face", 1)
+        st.session_state[DEPARTURES] = {"selection": {"rows": [1], "columns": [], "cells": []}}
+        _open_face(pd.DataFrame({"image_id": ["a/face_1", "b/face_2"], "worst_point": [3, 7]}))
+
+    at = AppTest.from_function(select_second_row, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    assert (at.query_params["image"], at.query_params["point"]) == ("b/face_2", "7")
+    assert at.session_state["page"] == "Review" and "current" not in at.session_state
+
+    # what the review page does with that state, after a visit that chose another item
+    departures = run_app("Annotators").dataframe(key="departures").value
+    at = run_app("Review")
+    item = (departures.image_id[0], int(departures.worst_point[0]))
+    assert at.session_state["current"] != item
+    at.sidebar.radio(key="page").set_value("Annotators").run()
+    del at.session_state["current"]
+    at.query_params.update(image=item[0], point=str(item[1]))
+    at.sidebar.radio(key="page").set_value("Review").run()
+    assert not at.exception and at.session_state["current"] == item
+
+
+def test_the_ranking_shows_annotator_names_as_text() -> None:
+    table = pd.DataFrame({"annotator": ["<b>ann</b>", "bob"], "faces": [3, 2], "mean_error": [0.01, 0.02],
+                          "mean_error_lo": [0.008, np.nan], "mean_error_hi": [0.013, np.nan]})
+    trace = annotator_ranking_figure(table).data[0]
+    assert list(trace.y) == ["&lt;b&gt;ann&lt;/b&gt;", "bob"]
+    np.testing.assert_allclose(trace.error_x.array, [0.003, 0.0], atol=1e-12)  # no interval: no bar
+
+
+def test_export_offers_the_consensus_when_the_dataset_names_annotators(annotated_audit: Path) -> None:
+    at = run_app("Export")
+    at.radio(key="export_only").set_value("all")
+    at.radio(key="export_use").set_value("consensus")
+    at.button(key="export").click().run()
+    assert not at.exception and not at.error
+    table = pd.read_csv(io.BytesIO(at.session_state["export_result"]["data"]))
+    points = load_audit(annotated_audit).points
+    assert len(table) == len(points) and set(table.source) == {"consensus"}
+    np.testing.assert_allclose(table.x_corrected, points.x_consensus, atol=1e-5)
+    at.sidebar.text_input(key="audit_dir").set_value(str(SAMPLE)).run()
+    assert not at.exception and not [r for r in at.radio if r.key == "export_use"]  # no annotators: no choice

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -270,3 +271,99 @@ def test_plain_errors_propose_the_labels_shape_and_swaps_the_prediction(audit):
     assert list(source[:5]) == ["shape", "shape", "shape", "predicted", "predicted"]
     np.testing.assert_allclose(x[:3], points.x_shape[:3])
     np.testing.assert_allclose(y[3:5], points.y_pred[3:5])
+
+
+@pytest.fixture(scope="module")
+def annotated_base(tmp_path_factory):
+    """An audit of faces each labelled by two of three annotators, with the consensus columns
+    (tests/annotated_audit.py), once per module: (faces, audit dir)."""
+    from annotated_audit import build_annotated_audit
+
+    return build_annotated_audit(tmp_path_factory.mktemp("annotated"))
+
+
+@pytest.fixture
+def annotated(annotated_base, tmp_path):
+    """A fresh copy of `annotated_base`'s audit directory for one test."""
+    shutil.copytree(annotated_base[1], tmp_path / "annotated")
+    return tmp_path / "annotated"
+
+
+def test_use_consensus_writes_every_label_at_its_subjects_consensus(annotated, tmp_path):
+    ReviewStore(annotated).record(load_audit(annotated).points.image_id[0], 0, "edit", x=1.0, y=2.0)  # not applied
+    summary = export_corrections(annotated, out=tmp_path / "c.csv", only="all", use="consensus",
+                                 labels_dir=tmp_path / "labels")
+    a = load_audit(annotated)
+    points = a.points.set_index(["image_id", "point"])
+    table = pd.read_csv(tmp_path / "c.csv", keep_default_na=False)
+    assert len(table) == summary["rows"] == summary["applied"] == len(a.points) and set(table.source) == {"consensus"}
+    consensus = points.loc[list(zip(table.image_id, table.point, strict=True)), ["x_consensus", "y_consensus"]]
+    np.testing.assert_allclose(table[["x_corrected", "y_corrected"]], consensus, atol=1e-5)
+    np.testing.assert_allclose(table.dx, table.x_corrected - table.x_human, atol=1e-5)
+
+    back = read_dataset(summary["labels"], annotators_from="folder")
+    original = read_dataset(a.manifest["dataset"]["path"], annotators_from="folder")
+    assert back.image_ids == original.image_ids and back.annotators == original.annotators
+    xy = points[["x_consensus", "y_consensus"]].to_numpy().reshape(len(back), -1, 2)  # the audit's face order
+    np.testing.assert_allclose(back.landmarks, xy, atol=1e-5)
+    subject = a.images.subject.to_numpy()
+    for s in np.unique(subject):  # every label set of one subject is the same consensus
+        np.testing.assert_allclose(back.landmarks[subject == s], np.broadcast_to(back.landmarks[subject == s][0],
+                                                                                back.landmarks[subject == s].shape))
+    assert len(np.unique(subject)) < len(subject)  # the fixture labels subjects twice
+
+
+def test_use_consensus_selects_the_exported_points_and_keeps_the_default(annotated, tmp_path):
+    store = ReviewStore(annotated)
+    first = load_audit(annotated).points.image_id[0]
+    store.record(first, 0, "edit", x=1.0, y=2.0)
+    issues = export_corrections(annotated, out=tmp_path / "i.csv", only="issues", use="consensus",
+                                labels_dir=tmp_path / "labels")
+    assert issues["applied"] == issues["rows"] == load_audit(annotated).points.is_label_issue.sum()
+    default = export_corrections(annotated, out=tmp_path / "d.csv", labels_dir=tmp_path / "default")
+    table = pd.read_csv(tmp_path / "d.csv")
+    assert default["applied"] == 1 and (table.x_corrected[0], table.source[0]) == (1.0, "edited")
+
+
+def test_use_consensus_needs_an_audit_with_annotators(audit, tmp_path):
+    with pytest.raises(InputError, match="no consensus positions"):
+        export_corrections(audit, out=tmp_path / "c.csv", only="all", use="consensus")
+    with pytest.raises(InputError, match="unknown corrected positions"):
+        export_corrections(audit, out=tmp_path / "c.csv", use="majority")
+    r = auditor("export-corrections", audit, "-o", tmp_path / "c.csv", "--only", "all", "--use", "consensus",
+                "--write-labels", tmp_path / "labels")
+    assert_one_line_error(r, "no consensus positions", "points.parquet", "--use proposals")
+    assert not (tmp_path / "c.csv").exists() and not (tmp_path / "labels").exists()
+
+
+def test_cli_use_consensus(annotated, tmp_path):
+    r = auditor("export-corrections", annotated, "--only", "all", "--use", "consensus", "--write-labels",
+                tmp_path / "labels", "--format", "csv")
+    assert r.returncode == 0, r.stderr
+    assert f"applied {len(load_audit(annotated).points)} labels moved to their consensus" in r.stdout
+
+
+def test_fiftyone_and_labelstudio_carry_the_annotator(annotated, audit, tmp_path):
+    export_corrections(annotated, out=tmp_path / "fo.json", format="fiftyone", only="all")
+    samples = json.loads((tmp_path / "fo.json").read_text())["samples"]
+    images = load_audit(annotated).images
+    assert len(samples) == images.image_path.nunique()
+    for sample in samples:
+        faces = sample["human"]["keypoints"] + sample["keypoints"]["keypoints"]
+        assert all(face["annotator"] == face["image_id"].split("/")[0] for face in faces)  # ids: annotator/face
+        assert sample["annotators"] == sorted({face["annotator"] for face in faces})
+
+    export_corrections(annotated, out=tmp_path / "ls.json", format="labelstudio", only="all")
+    tasks = json.loads((tmp_path / "ls.json").read_text())
+    assert len(tasks) == len(images)  # one per image and annotator: each annotator labels a face once here
+    assert {(t["data"]["annotator"], t["data"]["image"].rsplit("/", 1)[-1]) for t in tasks} == set(
+        zip(images.annotator, images.image_path, strict=True))
+    for task in tasks:
+        assert all(i.split("/")[0] == task["data"]["annotator"] for i in task["data"]["image_ids"])
+        assert {r["id"].rsplit("/", 1)[0] for r in task["predictions"][0]["result"]} == set(task["data"]["image_ids"])
+
+    export_corrections(audit, out=tmp_path / "plain_fo.json", format="fiftyone", only="all")
+    export_corrections(audit, out=tmp_path / "plain_ls.json", format="labelstudio", only="all")
+    sample = json.loads((tmp_path / "plain_fo.json").read_text())["samples"][0]
+    assert "annotators" not in sample and "annotator" not in sample["keypoints"]["keypoints"][0]
+    assert all("annotator" not in t["data"] for t in json.loads((tmp_path / "plain_ls.json").read_text()))
