@@ -1,16 +1,10 @@
 """The issue threshold, calibrated on the audited dataset itself: errors planted into a copy of its labels.
 
-The audit measures every face twice on the same heatmaps: at its labels, and at a copy of them with point errors
-planted as `auditor plant-noise` plants them (`CALIBRATION_NOISE`, one seed). Scored as a dataset of its own, the
-copy gives the recall curve r(t) of a threshold t on `label_score`, for errors of those kinds and sizes on these
-faces with this model. The real labels' flag count F(t) mixes their own errors, E of them, found at the same rate
-r(t), with false flags, so E <= F(t) / r(t), nearly equal where the threshold is strict. E is estimated as the
-median of F(t) / r(t) over the thresholds that find MIN_RECALL to MAX_RECALL of the planted errors (their least
-would be biased low by the counts' noise); the expected precision of a threshold is r(t) E / F(t) (the
-positive-unlabelled estimate), and the calibrated threshold is the loosest that meets the target. Swapped faces
-are flagged by their own test and left out of both counts. It assumes the dataset's own errors are found like
-the planted ones: errors much subtler than `plant-noise`'s count as false flags, so the estimate describes the
-errors a curator would call plain mistakes.
+The copy (`CALIBRATION_NOISE`, as `auditor plant-noise` plants them, one seed), measured on the same heatmaps and
+scored as a dataset of its own, gives the recall r(t) of a threshold t on `label_score`. The real labels' flag count
+F(t) mixes their own E errors, found at the same rate, with false flags, so the expected precision of t is
+r(t) E / F(t) (the positive-unlabelled estimate); the calibrated threshold is the loosest that meets the target.
+It assumes the dataset's own errors are found like the planted ones: plain mistakes (docs/method.md).
 """
 
 from __future__ import annotations
@@ -75,7 +69,11 @@ def calibrate(points: pd.DataFrame, planted_points: pd.DataFrame, planted: pd.Da
               target_precision: float = DEFAULT_TARGET_PRECISION) -> Calibration | None:
     """The calibrated threshold from the scored audit's points and the scored planted copy's with its planted rows
     (`planted_copy`); None when too few errors were planted to say (a handful of faces). Precision and recall are
-    those of the points a threshold decides (swapped faces apart)."""
+    those of the points a threshold decides (swapped faces apart: their own test flags them).
+
+    E <= F(t) / r(t), nearly equal where the threshold is strict; E is the median of F(t) / r(t) over the
+    thresholds that find MIN_RECALL to MAX_RECALL of the planted errors (the least ratio would be biased low by
+    the counts' noise). Errors much subtler than the planted ones count as false flags."""
     keys = pd.MultiIndex.from_arrays([planted_points["image_id"].astype(str),
                                       planted_points["point"].astype(np.int64)])
     errors = planted[planted["kind"].isin(ERROR_KINDS)]

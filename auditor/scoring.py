@@ -1,46 +1,10 @@
-"""Label scoring: turn an audit's measurements into `label_score`, `issue_type` and `is_label_issue`.
+"""Label scoring: an audit's measurements -> `label_score`, `issue_type` and `is_label_issue` per point.
 
-The evidence, per point (README "How labels are scored"):
-- the residual `o - ŷ` of the label against the model's prediction (GHCU output, which carries the whole
-  face's shape constraint), in NME units; where the heatmap's highest point inside the search window around
-  the label is a strong peak (at least `mode_ratio` of its maximum: the prediction's own peak, or a second one
-  where a model unsure of left and right puts one on each side), the label is measured against that local
-  peak, decoded to sub-pixel like the prediction, so the model's own confusion is not blamed on the label;
-  split into two components: along and across the contour for contour points (the chain through the
-  predicted neighbours gives the tangent), x and y for crisp points;
-- each component is standardised by the point's own robust spread over the dataset (median and
-  1.4826 · MAD, shrunk toward the spread of all points of its kind when few faces are audited), so a jaw
-  point whose labels slide by 3 % of the inter-ocular distance is not flagged for that, while an eye
-  corner 3 % away is; on a face the model missed as a whole, divided again by how much
-  (`face_model_scale`): a label error moves a point, a model failure moves the face;
-- before that, each face's residuals less what its other points' residuals predict of them
-  (`condition_on_face`; `auditor.shape_model.conditional_field_residuals`, a Gaussian over the faces,
-  cross-fitted): real annotators slide a run of jaw or brow points together, and a model misses a region
-  together, so a point sliding with its neighbours is the usual and one sliding alone is not; the same for
-  the search's residuals below;
-- the labels' own shape: the residual of the label from its conditional mean given the face's other labels,
-  under a Gaussian shape model of the other faces' labels (`auditor.shape_model.conditional_residuals`),
-  split and standardised the same way (contour labels slide in the shape model too). It replaced the
-  residual of a robust PCA fit (kept in the table as `pca_residual_nme`, the reference scorer), which sees
-  a point pushed off a contour far less well: on the sample set the shape term alone went from AUROC 0.80 to
-  0.95 over all planted kinds;
-- the semantic search's verdict: the label's offset from the searched position (where the heatmap patch
-  looks most like the ideal Gaussian, given the prior; on contour points the search under its broad prior,
-  `x_searched_broad`, not the proposal's tighter one), split and standardised the same way: a search that
-  slides a jaw label along the jaw is the usual, one that moves it across is not (its distance alone, as
-  before, ranked off-contour labels at AUROC 0.967 on the sample set's audit, the split 0.981);
-- each standardised squared distance `s` becomes a tail probability `(1 + s / ν)^(-ν/2)` (a 2-D Student-t,
-  ν = 3: heavy tails, so gross errors still rank among themselves), and
-  `label_score = p_pred^pred_weight · p_shape^shape_weight · p_search^search_weight`, in [0, 1], 1 for a
-  label where the model, the shape and the search all put it. `pred_weight` is, unless set,
-  min(1, (median shape residual / median prediction residual)²) (`prediction_weight`): a model less precise
-  than the labels' own shape consistency (a `cpu` model trained on 160 real photographs) is the weaker
-  witness, and weighted fully it drowned the shape's evidence on such a development set; squared because
-  two witnesses' information goes as their precisions (1 / σ²), not their spreads. The search's
-  likelihood gain over the label's own patch is kept in the table (`search_gain`) but not scored: alone it
-  ranked wrong labels at AUROC 0.65 on the sample set, and it added nothing to the distance;
-- the mirror test, per face: the human labels with left and right exchanged (the scheme's flip pairs)
-  against the prediction; a face whose mirrored labels fit clearly better is `swapped_sides`.
+`label_score` in [0, 1], lower = more likely wrong, is a product of Student-t tail probabilities of three
+standardised residuals, in NME units and split along and across the contour on contour points: the label against
+the model's prediction, against its conditional mean under the labels' own shape model (`auditor.shape_model`),
+and against the semantic search's position. Chain swaps and duplicates multiply in their own evidence; a mirror
+test per face finds swapped sides. The evidence, the issue types and the defaults: docs/method.md.
 """
 
 from __future__ import annotations
@@ -66,28 +30,14 @@ ISSUE_TYPES = ("gross_error", "off_contour", "chain_swap", "duplicate", "contour
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    """Thresholds and weights of the scoring; NME units unless said. Defaults chosen on the two development sets,
-    the sample set's audit and LFPW planted with seed 1 (never on the benchmark sets).
+    """Thresholds and weights of the scoring; NME units unless said.
 
-    The spreads: a floor of 0.005 NME on each component's spread (it was 0.002) and each point's spread shrunk
-    toward its kind's pooled spread with a pseudo-count of 100 faces (was 10), with ν = 3 (was 4). A point whose
-    residuals over the dataset are very tight (an eye corner across which the model and the labels agree to a
-    tenth of a heatmap pixel) otherwise turns an ordinary annotation wobble into a large standardised residual.
-    On the LFPW development set (its model trained with the proposals as round targets): moderate AUROC
-    0.947 -> 0.952, off-contour 0.917 -> 0.925, all kinds 0.965 / 0.840 -> 0.969 / 0.845 (AUROC / AP); on the
-    sample set 0.951 -> 0.953, 0.984 -> 0.987, 0.987 / 0.953 -> 0.988 / 0.957. Each change alone helped on both
-    sets (floor 0.003 to 0.008 tried, pseudo-count 3 to 100,000: full pooling lost 0.01 to 0.03 AP, ν 2 to 10).
-    The issue threshold then moves to 0.005, the best F1 of `is_label_issue` on the sample set (0.904, a
-    plateau from 0.004 to 0.0063; 0.900 at the old 0.003 with the old spreads).
-
-    Conditioning on the face (`condition_on_face`): on the LFPW development set (a model trained again with the
-    current training) moderate AUROC 0.951 -> 0.959, off-contour 0.924 -> 0.938, all kinds 0.968 / 0.845 ->
-    0.974 / 0.863; the prediction's residuals alone gave 0.958, 0.935, 0.973 / 0.857, the search's added the
-    rest. On the sample set, whose synthetic slides are independent from point to point, level (moderate 0.953
-    -> 0.954, off-contour 0.987 -> 0.986, all kinds 0.988 / 0.957 -> 0.988 / 0.956; `is_label_issue`'s F1 at
-    the threshold 0.906 -> 0.908). The covariance's shrinkage may now reach 0.9 (it stopped at 0.3, which
-    conditioned on the face too hard: development moderate 0.961 but sample off-contour 0.983); the held-out
-    likelihood chose 0.5 on LFPW and 0.7 on the sample set, and the shape model's own choice did not move.
+    The defaults were chosen on the two development sets, the sample set's audit and LFPW planted with seed 1,
+    never on the benchmark sets (docs/method.md, "Decisions and why"). The spreads' floor (`min_sigma`) and
+    pooling (`shrink_faces`) keep a point whose residuals over the dataset are very tight (an eye corner where
+    the model and the labels agree to a tenth of a heatmap pixel) from turning an ordinary annotation wobble
+    into a large standardised residual. An audit calibrates `issue_threshold` on the audited dataset unless
+    told not to (`auditor.calibration`).
     """
 
     mode_ratio: float = 0.5  # a local heatmap peak this high (relative to the maximum) stands in for ŷ
@@ -100,7 +50,7 @@ class ScoringConfig:
     shape_components: int = 8  # PCA modes of the robust fit that aligns the faces and finds first outliers
     shrink_faces: float = 100.0  # pseudo-count of the pooled spread in each point's spread
     min_sigma: float = 0.005  # floor of a component's spread (about 0.1 heatmap px at R = 64)
-    issue_threshold: float = 0.005  # label_score below this: a label issue (the best F1 on the sample set)
+    issue_threshold: float = 0.005  # label_score below this: a label issue, when not calibrated (sample set's best F1)
     gross_nme: float = 0.08  # flagged and this far from the prediction: gross_error
     slide_nme: float = 0.02  # not flagged, on a contour, sliding along it by more than this: contour_slide
     low_confidence: float = 0.1  # heatmap value at the prediction below this: low_confidence

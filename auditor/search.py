@@ -1,39 +1,13 @@
-"""The semantic search (DESIGN.md section 2): for each label `o`, the candidate `y` of a window around it
-that maximises
+"""The semantic search (DESIGN.md section 2; docs/method.md): for each label `o`, the candidate `y` of a window
+around it that maximises
 
     score(y) = -D(Φ(H, y), E) / τ  -  |y - o|² / (2 σ_p²)
 
-where `Φ(H, y)` is the P×P patch of the heatmap centred on `y` and `E` the ideal heatmap (a centred
-Gaussian of the training σ). Both terms are log-probabilities up to a constant: the first the
-likelihood `p(x | y; W) ∝ exp(-D / τ)`, the second the prior `p(y | o)`.
-
-Conventions:
-- Positions are `(x, y)` in heatmap pixels, pixel `[i, j]` is the point `(x=j, y=i)`.
-- The window holds the (2h+1)² integer candidates centred on `round(o)` (halves round up). A candidate
-  outside the map is invalid, never wrapped. A patch that sticks out of the map is padded with zeros: the
-  missing part carries no mass, so a peak cut by the border looks truncated, scores worse, and a peak
-  within a pixel of the border is found up to 0.7 px inwards (0.1 px or better from 3 px in).
-- A label is valid when it is finite and `round(o)` lies in the map, i.e. within half a pixel of it; an
-  invalid label (or one whose whole window is empty) gets `searched = o`, NaN terms and `valid = False`.
-- A candidate whose clamped patch holds less than 1e-12 of the window's brightest pixel holds no heatmap
-  and is invalid. This keeps float32 exact: without it a patch deep in a Gaussian's tail underflows
-  when squared and gets a meaningless distance. Heatmaps are expected to be finite.
-
-Distances (the patch is clamped at 0 for both):
-- `chi2` (default, the paper's Pearson χ²): patch and E normalised to sum 1; E mixed with a uniform
-  floor, `E' = (1 - f) E + f / P²`, so the ratio stays finite; `D = Σ (Q - E')² / E' = Σ Q² / E' - 1`
-  in [0, ∞), 0 for a perfect match.
-- `ncc`: `D = 1 - ncc(Q, E)` in [0, 2], with `ncc` the Pearson correlation of the P² pixel values;
-  a patch of constant value has no correlation and is invalid.
-
-The fast path scores the whole window with no loop over candidates or points. Only the (2h+P)² region
-around each label is copied out of the maps, so the cost is O(window) per point whatever R. For chi2,
-`Σ Q² / E'` of every candidate is one correlation of the squared region with `1 / E'` (a depthwise
-convolution, one channel per point) and `Σ Q` a box filter (two products with Toeplitz matrices):
-`D = Σ Q² / E' / (Σ Q)² - 1`. For ncc, `Σ Q`, `Σ Q²` and the correlation with the separable E are all
-such separable filters. Points go through in chunks that stay in cache, so the extra memory of a call is
-a few MiB per chunk, not a multiple of the heatmaps. `search_reference` is the same search written as a
-plain loop, candidate by candidate, in float64 numpy: the tests hold the fast path to it.
+where `Φ(H, y)` is the P×P patch of the heatmap centred on `y`, `E` the ideal heatmap (a centred Gaussian of the
+training σ) and `D` a distance between them (`SearchConfig.similarity`). Both terms are log-probabilities up to a
+constant: the likelihood `p(x | y; W) ∝ exp(-D / τ)` and the prior `p(y | o)`. Positions are `(x, y)` in heatmap
+pixels, pixel `[i, j]` is the point `(x=j, y=i)`. `search` is the batched fast path; `search_reference` is the
+same search as a plain float64 loop, candidate by candidate, and the tests hold the fast path to it.
 """
 
 from __future__ import annotations
@@ -60,53 +34,40 @@ REFERENCE_R = 64  # the resolution at which the window and prior defaults are st
 class SearchConfig:
     """Parameters of the semantic search; lengths in heatmap pixels.
 
-    Defaults, at R = 64 (lengths scale with R / 64 when left as None):
+    Defaults, at R = 64 (lengths scale with R / 64 when left as None); the development runs behind each are in
+    docs/method.md ("Decisions and why"):
     - `half_width` h = 8: the paper's 17×17 window.
-    - `similarity` ncc, chosen by benchmarks/sa_accuracy.py (DESIGN.md: compare both, keep the better):
-      one search of the 400 sample faces' labels with the round-0 `cpu` model moved them toward the
-      truth with ncc (contour error x 0.93, crisp x 1.00) and away from it with the paper's chi2
-      (x 1.19, x 1.84): chi2's distance rises steeply near a peak, so the search follows the model's
-      own error wherever it is larger than the label's. chi2 is the stronger pull onto a ridge (a label
-      2.5 px off a ridge lands 0.15 px off it with chi2, 1.6 px with ncc at σ_p = 2), which is what
-      corrects off-contour labels when the model is precise; it remains one keyword away.
+    - `similarity` "ncc": `D = 1 - ncc(Q, E)` in [0, 2], with `ncc` the Pearson correlation of the P² values of
+      the patch Q (clamped at 0) and E; a patch of constant value has no correlation and is invalid. "chi2" is
+      the paper's Pearson χ²: patch and E normalised to sum 1, E mixed with a uniform floor
+      `E' = (1 - f) E + f / P²` so the ratio stays finite, `D = Σ (Q - E')² / E' = Σ Q² / E' - 1` in [0, ∞), 0
+      for a perfect match. ncc is the default because chi2's distance rises steeply near a peak, so a chi2
+      search follows the model's own error wherever it is larger than the label's: on the sample faces ncc
+      moved labels toward the truth and chi2 away from it. chi2 is the stronger pull onto a ridge, which is
+      what corrects off-contour labels when the model is precise; it remains one keyword away.
     - `prior_sigma` σ_p = 1 for crisp points (and for every point when the caller gives no contour mask) and
       `contour_prior_sigma` 4 for points on a contour: annotators agree on an eye corner and slide along a
-      jaw line, so the label is trusted more where it has a clear meaning. Chosen on a development set of
-      200 fresh synthetic faces (seed 7) searched with the bundled model: searched positions vs truth over
-      the labels' error, contour / crisp points, 0.71 / 1.06 with one σ_p = 2 for all points (the earlier
-      default), 0.61 / 0.89 with 1 and 4 (contour: 0.79 at 1.5, 0.62 at 3, 0.63 at 5, 0.65 at 6; crisp:
-      0.93 at 1.5). chi2 at σ_p = 2 still puts a label 2.5 px off a ridge onto it. Training's rounds
-      take the audit's proposals, searched with the proposal's prior below (`auditor.train.round_targets`).
+      jaw line, so the label is trusted more where it has a clear meaning.
     - `contour_along_sigma` 5 and `contour_across_sigma` 2.5: where the caller gives each contour point's
       tangent (the audit does, from the labels' chain), its prior is that elongated Gaussian instead of
-      `contour_prior_sigma`'s round one: a label slides along its contour, not across. Chosen on the same
-      development set with the audit benchmark's synthetic model: clean contour labels' searched error vs
-      truth 0.0145 NME with the round σ_p = 4, 0.0138 with 4 / 2 and 5 / 2.5, 0.0139 at 6 / 2, 0.0141 at
-      4 / 3, 0.0142 at 6 / 1.5, 0.0145 at 8 / 2, 0.0146 at 3 / 2, 0.0150 at 4 / 1.
+      `contour_prior_sigma`'s round one: a label slides along its contour, not across.
     - `contour_sharpness` s = 6: where the prior is elongated (a contour point with a tangent), the searched
       position is the mean of the window's candidates weighted by exp(s · score), a sharpened posterior
       mean, instead of the sub-pixel argmax. Along a contour the score is nearly flat and its argmax jumps
       with the heatmap's noise; the mean does not. The other terms are still taken at the argmax. None keeps
-      the argmax. Chosen on the same development set and model: clean contour labels' searched error vs
-      truth 0.551 × the labels' with the argmax, 0.536 at s = 4, 0.526 at 6 and 8, 0.530 at 12, 0.536 at 16,
-      0.580 at 32 (sharpening the likelihood alone was worse: 0.61 to 0.76).
+      the argmax.
     - `proposal_along_sigma` 6 and `proposal_across_sigma` 1.5: the contour prior of the position the audit
       proposes (`proposing`), a second search beside the one above. The search above must be able to reach
       a contour that a wrong label lies off, and the label's offset from where it lands is the score's
       evidence; the proposal for a right label only slides it along its contour, where annotators disagree,
-      and trusts it across, where they agree (on the development set below, clean contour labels are
-      1.73 px from the truth along their contour and 0.28 px across). Chosen on the same development set
-      and model, at s = 6: clean contour labels' proposed error vs truth 0.526 × the labels' with 5 / 2.5,
-      0.515 at 5 / 2, 0.508 at 5 / 1.5, 0.520 at 6 / 2.5, 0.510 at 6 / 2, 0.503 at 6 / 1.5 and 6 / 1.25,
-      0.509 at 6 / 1, 0.503 at 7 / 1.5, 0.506 at 8 / 1.5, 0.527 at 4 / 1.5. As the only prior, 6 / 1.5
-      cost detection on both scoring development sets (off-contour AUROC 0.9137 -> 0.9106 on the LFPW one,
-      0.9839 -> 0.9830 on the sample set): the search no longer follows a label off its contour onto it.
+      and trusts it across, where they agree. Training's rounds take the audit's proposals
+      (`auditor.train.round_targets`).
     - `temperature` τ = 1: for the argmax only σ_p / sqrt(τ) matters; τ scales the reported likelihood.
       For chi2 near a sharp Gaussian of the training σ, D ≈ |y - peak|² / σ², so the likelihood's
-      curvature (2 / σ² ≈ 0.9) is 3.6 times that of a prior of σ_p = 2 (1 / σ_p² = 0.25); along a flat
-      hat D changes by a few units over the window, the order of the prior's range, so the prior decides
-      how far a label slides along the ridge.
-    - `e_floor` f = 0.01: D of a perfect Gaussian is 0.002 (exp(-D) = 0.998) and the largest ratio
+      curvature (2 / σ² ≈ 0.9) is close to the crisp prior's (1 / σ_p² = 1) and 14 times the round contour
+      prior's (1 / 4²); along a flat hat D changes by a few units over the window, the order of the prior's
+      range, so the prior decides how far a label slides along the ridge.
+    - `e_floor` f = 0.01 (chi2): D of a perfect Gaussian is 0.002 (exp(-D) = 0.998) and the largest ratio
       1 / E' is about 1.2e4, so a stray pixel far out in the patch costs much but stays finite.
     """
 
@@ -436,13 +397,30 @@ def _elongated_prior(prior_x: torch.Tensor, prior_y: torch.Tensor, cand: torch.T
     return torch.where(has[:, None, None] & torch.isfinite(prior), elongated, prior), has
 
 
+# The fast path scores the whole window with no loop over candidates or points. Only the (2h+P)² region around
+# each label is copied out of the maps, so the cost is O(window) per point whatever R. For chi2, `Σ Q² / E'` of
+# every candidate is one correlation of the squared region with `1 / E'` (a depthwise convolution, one channel per
+# point) and `Σ Q` a box filter (two products with Toeplitz matrices): `D = Σ Q² / E' / (Σ Q)² - 1`. For ncc,
+# `Σ Q`, `Σ Q²` and the correlation with the separable E are all such separable filters. Points go through in
+# chunks that stay in cache, so the extra memory of a call is a few MiB per chunk, not a multiple of the heatmaps.
 @torch.no_grad()
 def search(heatmaps: torch.Tensor, xy_hm: torch.Tensor, config: SearchConfig = SearchConfig(), *,
            contour: np.ndarray | torch.Tensor | None = None, tangents: torch.Tensor | None = None) -> SearchResult:
     """Semantic search of heatmaps (B, K, R, R) around labels (B, K, 2) in heatmap pixels -> SearchResult; contour
     (K,) marks the points on a contour (the scheme's `contour_mask`), whose prior is `contour_prior_sigma`, or,
     where tangents (B, K, 2) gives the point's unit tangent (NaN where none), the Gaussian elongated along it
-    (`contour_along_sigma`, `contour_across_sigma`)."""
+    (`contour_along_sigma`, `contour_across_sigma`).
+
+    The window holds the (2h+1)² integer candidates centred on `round(o)` (halves round up). A candidate outside
+    the map is invalid, never wrapped. A patch that sticks out of the map is padded with zeros: the missing part
+    carries no mass, so a peak cut by the border looks truncated, scores worse, and a peak within a pixel of the
+    border is found up to 0.7 px inwards (0.1 px or better from 3 px in). A label is valid when it is finite and
+    `round(o)` lies in the map, i.e. within half a pixel of it; an invalid label (or one whose whole window is
+    empty) gets `searched = o`, NaN terms and `valid = False`. A candidate whose clamped patch holds less than
+    EMPTY_PATCH_MASS (1e-12) of the window's brightest pixel holds no heatmap and is invalid: this keeps float32
+    exact, as a patch deep in a Gaussian's tail would underflow when squared and get a meaningless distance.
+    Heatmaps are expected to be finite.
+    """
     _check_inputs(heatmaps, xy_hm)
     b, k, size, _ = heatmaps.shape
     n, device, dtype = b * k, heatmaps.device, _compute_dtype(heatmaps)

@@ -1,24 +1,9 @@
 """Shape models of the labels alone: a robust PCA model (the reference scorer any user can run) and a
 conditional Gaussian model that predicts each point from all the others (the auditor's shape evidence).
 
-PCA: faces are aligned to the mean shape by a similarity (Procrustes), a PCA of the aligned shapes gives a
-linear shape model, and each face is fitted to it by iteratively reweighted least squares (Tukey's
-biweight on each point's residual, alignment and coefficients re-estimated together), so one wrong
-point barely moves the fit and keeps a large residual. The PCA itself is refitted once with every
-point the first fit found to be an outlier replaced by its reconstruction. Shapes are complex vectors
-(x + iy): a similarity is then one complex factor and a shift.
-
-Conditional: in the frame of the robust PCA fit's alignment, the aligned shapes (2K,) are modelled as one
-Gaussian whose covariance is shrunk toward its per-point 2 x 2 blocks (the amount chosen by held-out
-likelihood). Each
-point's residual is the label minus its mean given every other point of the face: with the precision
-matrix P, that is `P_ii^-1 (P (x - μ))_i`, one product for all points. A PCA fit with a few modes cannot
-see a jaw point pushed off the jaw line while its neighbours stay on it; the conditional mean can. The
-Gaussian is estimated on the other folds' faces (cross-fitting, so a face does not explain its own
-errors), from labels the PCA fit found to be outliers replaced by its reconstruction, and points whose
-residual is improbable are replaced by their conditional mean before the others are predicted from them,
-so one wrong point does not spoil its neighbours' residuals. `conditional_field_residuals` does the same for
-any per-point field of a face, the labels' residuals against the model among them.
+Shapes are complex vectors (x + iy), so a similarity is one complex factor and a shift. A PCA fit with a few
+modes cannot see a jaw point pushed off the jaw line while its neighbours stay on it; the conditional mean can.
+The conditional model is cross-fitted, so a face does not explain its own errors (docs/method.md).
 """
 
 from __future__ import annotations
@@ -64,7 +49,10 @@ class ShapeModel:
     def fit_faces(self, shapes: np.ndarray, known: np.ndarray,
                   iterations: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Robust fit of complex shapes (N, K): complex residuals label - fit (N, K) in the faces' own frame (NaN
-        where unknown), final weights (N, K) (0 for outliers) and the fitted shapes (N, K) in the faces' frame."""
+        where unknown), final weights (N, K) (0 for outliers) and the fitted shapes (N, K) in the faces' frame.
+
+        Iteratively reweighted least squares, Tukey's biweight on each point's residual, alignment and
+        coefficients re-estimated together: one wrong point barely moves the fit and keeps a large residual."""
         n, k = shapes.shape
         x = np.where(known, shapes, 0)
         weights = known.astype(np.float64)
@@ -88,7 +76,9 @@ class ShapeModel:
 
 
 def fit_shape_model(landmarks: np.ndarray, components: int = 8) -> ShapeModel:
-    """Robust PCA shape model of faces (N, K, 2) (NaN where missing)."""
+    """Robust PCA shape model of faces (N, K, 2) (NaN where missing): faces aligned to the mean shape by a
+    similarity (generalised Procrustes), the leading PCA modes of the aligned shapes, refitted once with every
+    point the first fit found to be an outlier replaced by its reconstruction."""
     shapes = _as_complex(np.nan_to_num(landmarks))
     known = np.isfinite(landmarks).all(-1)
     model = _pca(shapes, known, components)
@@ -188,7 +178,11 @@ def _choose_shrinkage(vectors: np.ndarray, moments: list[tuple[np.ndarray, np.nd
 def _conditional(vectors: np.ndarray, observed: np.ndarray, known: np.ndarray, mean: np.ndarray,
                  precision: np.ndarray, iterations: int) -> np.ndarray:
     """(M, K, 2) residual of the observed points (M, K, 2) from their mean given the others, starting from vectors
-    (M, 2K), the observed points with a stand-in for each unknown (known (M, K) False) or suspect one."""
+    (M, 2K), the observed points with a stand-in for each unknown (known (M, K) False) or suspect one.
+
+    With the precision matrix P the residual of point i is `P_ii^-1 (P (x - μ))_i`, one product for all points.
+    A point whose residual is improbable (beyond OUTLIER_CHI2) is replaced by its conditional mean before the
+    others are predicted from it again, so one wrong point does not spoil its neighbours' residuals."""
     k = known.shape[1]
     idx = np.arange(k)
     blocks = np.empty((k, 2, 2))  # P_ii: the 2 x 2 precision of each point given all the others
@@ -254,7 +248,11 @@ def conditional_residuals(landmarks: np.ndarray, normaliser: np.ndarray, *, comp
                           iterations: int = 3, seed: int = 0, fit: LabelFit | None = None) -> np.ndarray:
     """(N, K, 2) residual of each label (N, K, 2) from its conditional mean given the face's other labels, under a
     Gaussian shape model of the other folds' faces, in NME units (image axes); NaN where a label is missing.
-    `fit`: `fit_labels` of the same labels, if already made (it aligns the faces)."""
+    `fit`: `fit_labels` of the same labels, if already made (it aligns the faces).
+
+    The Gaussian is over the aligned shapes (2K,) in the frame of the robust PCA fit's alignment, estimated from
+    the labels with those the PCA fit found to be outliers replaced by its reconstruction, its covariance shrunk
+    toward the per-point 2 x 2 blocks by held-out likelihood (`_shrunk`, SHRINKAGE)."""
     fit = fit or fit_labels(landmarks, components)
     n, k, _ = landmarks.shape
     if n < 3:  # no covariance to speak of: fall back to the PCA residual

@@ -1,17 +1,8 @@
 """Heatmap shape measures at given positions (DESIGN.md section 3): is the heatmap around a label a sharp
 Gaussian (a crisp point) or a flat hat stretched along a contour?
 
-All measures but the Gaussian-likeness are taken on the stats window: the disk of diameter S (S = 2·ceil(5σ)
-+ 1 = 17 at σ = 1.5 unless given) centred on `round(xy)`, clamped at 0, zero outside the map, normalised
-to sum 1 where a weight is needed. A disk, not a square, so that a ridge measures the same at every angle
-(a square is longer along its diagonals and pulls angles towards them). The window is larger than the
-likelihood patch P = 11: a ridge cut to P pixels has an along-ridge variance of at most (P² - 1) / 12 = 10
-against 2.25 across, so even an endless ridge would show an anisotropy below 0.78; at S = 17 it reaches
-0.9, and a moderate flat hat (σ_along = 2.5 to 3 px) stays above 0.6. The Gaussian-likeness is exp(-D)
-with the search's D on the P×P patch, so it matches the search's distances exactly.
-
 Coordinates are `(x, y)` in heatmap pixels; angles are measured from +x towards +y (image axes, y down),
-in (-π/2, π/2].
+in (-π/2, π/2]. The measures are described in docs/method.md.
 """
 
 from __future__ import annotations
@@ -41,7 +32,11 @@ class ShapeStats:
 
 
 def stats_window(sigma: float) -> int:
-    """Side S of the stats window for a training σ: 2 * ceil(5 σ) + 1."""
+    """Side S of the stats window for a training σ: 2 * ceil(5 σ) + 1 (17 at σ = 1.5).
+
+    Larger than the likelihood patch P = 11: a ridge cut to P pixels has an along-ridge variance of at most
+    (P² - 1) / 12 = 10 against 2.25 across, so even an endless ridge would show an anisotropy below 0.78; at
+    S = 17 it reaches 0.9, and a moderate flat hat (σ_along = 2.5 to 3 px) stays above 0.6."""
     return 2 * math.ceil(5 * sigma) + 1
 
 
@@ -54,7 +49,14 @@ def gaussian_likeness(heatmaps: torch.Tensor, xy_hm: torch.Tensor, config: Searc
 @torch.no_grad()
 def shape_stats(heatmaps: torch.Tensor, xy_hm: torch.Tensor, config: SearchConfig | None = None, *,
                 size: int | None = None) -> ShapeStats:
-    """Shape measures of heatmaps (B, K, R, R) at positions (B, K, 2); `size` overrides the stats window's diameter."""
+    """Shape measures of heatmaps (B, K, R, R) at positions (B, K, 2); `size` overrides the stats window's diameter.
+
+    All measures but the Gaussian-likeness are taken on the stats window: the disk of diameter S
+    (`stats_window`) centred on `round(xy)`, clamped at 0, zero outside the map, normalised to sum 1 where a
+    weight is needed. A disk, not a square, so that a ridge measures the same at every angle (a square is longer
+    along its diagonals and pulls angles towards them). The Gaussian-likeness is exp(-D) with the search's D on
+    the P×P patch, so it matches the search's distances exactly.
+    """
     config = config or SearchConfig()
     size = stats_window(config.sigma) if size is None else size
     patches, inside = clamped_patches(heatmaps, xy_hm, size)  # (B, K, S, S); checks the inputs

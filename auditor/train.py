@@ -1,20 +1,12 @@
 """Semantic-alignment training: round 0 on the human labels, then rounds of search -> train; a GHCU after each.
 
-Round 0 trains the hourglass on the human labels o, then the GHCU on its last stack. Round r >= 1 fixes
-the network, finds targets y^r around o (window and prior always centred on o, DESIGN.md section 2)
-in the GHCU's flip-averaged heatmaps, then fine-tunes the hourglass and the GHCU on y^r. Every round's
-targets are kept in the checkpoint: they are the audit trail. A checkpoint is written after every
-epoch, so an interrupted run resumes from the last finished epoch and ends with the same weights.
-Under `torchrun` the same code trains with DistributedDataParallel and shards the search.
-
-A round's targets are what the audit proposes for the training faces (`round_targets`): the position
-searched with the proposal's prior (1 px on crisp points; on contour points 6 px along the labels' own
-chain, 1.5 across), except for the labels the audit flags as gross errors, off-contour or swapped sides,
-whose target is the model's own position. The search alone, held near the label by its prior, moves a
-sliding contour label toward the truth but cannot reach a plainly wrong one. In the SA benchmark
-(benchmarks/README.md) the searched targets of contour labels were 0.78 x the labels' error vs truth over
-all contour points (0.48 x over those without a planted error), and `round_targets = "searched"` keeps
-that behaviour.
+Round 0 trains the hourglass on the human labels o, then the GHCU on its last stack. Round r >= 1 fixes the
+network, audits the training faces with it and takes the audit's proposals as targets y^r (`round_targets`; the
+search's window and prior always centred on o, DESIGN.md section 2), then fine-tunes the hourglass and the GHCU on
+y^r. Every round's targets are kept in the checkpoint: they are the audit trail. A checkpoint is written after
+every epoch, so an interrupted run resumes from the last finished epoch and ends with the same weights. Under
+`torchrun` the same code trains with DistributedDataParallel and shards the search. docs/method.md says why the
+rounds take the proposals rather than the search alone.
 """
 
 from __future__ import annotations
@@ -172,16 +164,17 @@ class _Distributed:
 def round_targets(model: LandmarkModel, ds: Dataset, config: Config, search_config: SearchConfig, *,
                   device: torch.device, batch_size: int, shard: tuple[int, int] = (0, 1),
                   gather: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, dict[str, int]]:
-    """A round's targets (N, K, 2) in image pixels (NaN where the label is missing), and how many points were
-    flagged as label issues and took the model's position instead of the search's.
+    """A round's targets (N, K, 2) in image pixels (NaN where the label is missing), and counts: the points
+    flagged as label issues, and those that took the audit's proposal instead of the search's position.
 
     The training faces are audited with the model as it stands (`auditor.audit.audit_tables`: the GHCU's
     heatmaps, or the last stack's without a GHCU, averaged with the mirror image's with `config.flip`), and
-    the targets are what the audit proposes (`auditor.audit_dir.proposals`): the position searched with the
-    proposal's prior (1 px on crisp points; on contour points 6 px along the labels' own contour, 1.5 across),
-    and for gross errors, off-contour labels and swapped sides the model's own position, which the search,
-    held near the label by its prior, cannot reach. With `config.round_targets == "searched"` every point
-    takes the searched position (the paper's search alone). A label whose window holds no valid search stays.
+    the targets are what the audit proposes (`auditor.audit_dir.proposals`). A label flagged as a gross error,
+    off-contour or a duplicate takes the labels' shape model's conditional mean, a label of swapped sides the
+    model's position: the search, held near the label by its prior, cannot reach either. Every other label takes
+    the position searched with the proposal's prior (1 px on crisp points; on contour points 6 px along the
+    labels' own contour, 1.5 across). With `config.round_targets == "searched"` every point takes the searched
+    position (the paper's search alone). A label whose window holds no valid search stays.
     """
     points, _ = audit_tables(model, ds, search_config=search_config, device=device, batch_size=batch_size,
                              flip=config.flip, use_ghcu=config.ghcu_epochs > 0, shard=shard, gather=gather)

@@ -22,7 +22,7 @@ class Config:
     channels: int = 64
     input_size: int = 128
     heatmap_size: int = 64
-    depth: int = 4  # hourglass down-sampling levels: 64 -> 4 px at the bottom
+    depth: int = 4  # hourglass down-sampling levels: a 64 px map is 4 px at the bottom
     ghcu_channels: int = 32
     sigma: float = 1.5  # Gaussian target, heatmap px
     # training
@@ -35,7 +35,7 @@ class Config:
     round_epochs: int = 6  # epochs of the hourglass, then of the GHCU, on each round's searched targets
     round_tolerance: float = 0.05  # stop early when targets move less than this (mean, heatmap px)
     round_targets: str = "proposed"  # a round's targets: the audit's proposals, or "searched" (the search alone)
-    ghcu_epochs: int = 30  # round 0's GHCU; 10 left the cpu preset's far from converged (benchmarks/README.md)
+    ghcu_epochs: int = 30  # round 0's GHCU (docs/method.md: fewer leave the cpu preset's far from converged)
     ghcu_drop: float = 0.15  # fraction of input heatmaps zeroed while training the GHCU
     ghcu_shift: float = 0.15  # fraction of input heatmaps displaced while training the GHCU
     # augmentation
@@ -69,12 +69,9 @@ class Config:
         """This config with round 0's hourglass and GHCU epochs each raised to ceil(min_images / num_faces)
         where that is more.
 
-        The `cpu` schedule (30 epochs) was set on 600 synthetic faces; on 160 LFPW photographs it is 300 steps,
-        and the network had not learnt real faces. Development set, LFPW planted with seed 1 and audited: the
-        last stack's NME from the labels before planting 0.116 after 30 epochs, 0.045 after 112; all-kinds AP
-        0.780 and 0.826 (the second model's GHCU also trained 30 epochs, the first's 10). The GHCU likewise:
-        on 400 synthetic faces (the SA benchmark's model, GHCU re-initialised), 45 epochs instead of 30 took
-        its NME vs truth on 200 development faces (seed 7) from 0.0262 to 0.0249.
+        A schedule counted in epochs shrinks with the dataset: the `cpu` preset's 30 epochs are 300 steps on 160
+        photographs, too few for the network to learn real faces, so round 0 and its GHCU each see at least
+        `min_images` crops (docs/method.md, "Decisions and why").
         """
         least = math.ceil(self.min_images / num_faces) if num_faces >= 1 else 0
         if least <= min(self.epochs, self.ghcu_epochs):
