@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import charts
 from app.audit_view import AuditView, audit_version
 from app.review import CURRENT
 from app.text import md_text
+from auditor import charts
 from auditor.annotators import departures
 from auditor.audit_dir import load_annotators
 from auditor.errors import InputError

@@ -17,12 +17,21 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from auditor.audit_dir import ANNOTATORS, IMAGES, MANIFEST, POINTS, dataset_location, load_audit
+from auditor.audit_dir import (
+    ANNOTATORS,
+    IMAGES,
+    MANIFEST,
+    POINTS,
+    audit_scheme,
+    image_roots,
+    load_audit,
+    locate_image,
+)
+from auditor.charts import NO_ISSUE as NO_ISSUE  # app.review takes it from here
 from auditor.errors import InputError
-from auditor.io.wflw import IMAGES_SUBFOLDER
+from auditor.triage import point_gains
 
 HEATMAPS = "heatmaps"
-NO_ISSUE = "(none)"  # how the app shows the empty issue_type of points without an issue
 DEFAULT_SIGMA = 1.5  # heatmap px, the training σ when the manifest records none
 
 
@@ -65,14 +74,16 @@ def load_heatmaps(store_dir: Path, *, faces: int, points: int) -> HeatmapStore:
 
 @dataclass(frozen=True)
 class AuditView:
-    """A loaded audit: the manifest, the tables, the scheme's points, lookups and the heatmap store."""
+    """A loaded audit: the manifest, the tables, the scheme's points, the review queue's gains, lookups and the heatmap
+    store."""
 
     path: Path
     manifest: dict
     points: pd.DataFrame  # points.parquet
     images: pd.DataFrame  # images.parquet
     scheme_points: pd.DataFrame  # K rows: point, point_name, group, is_contour
-    by_score: np.ndarray  # (P,) rows of `points`, label_score ascending, NaN last
+    flip: np.ndarray  # (K,) each point's flip partner (itself where it has none): a mirrored face's labels
+    gains: pd.DataFrame  # `auditor.triage.point_gains` of `points`, on its index
     face_points: dict[str, np.ndarray]  # image_id -> its rows of `points`, by point
     image_row: dict[str, int]  # image_id -> its row of `images`, which is its row of the heatmap store
     issue_keys: pd.DataFrame  # (image_id, point) of every point with is_label_issue
@@ -96,12 +107,8 @@ class AuditView:
 
     def image_file(self, image_id: str) -> Path | None:
         """The image file of a face where it lies now, or None when it cannot be found."""
-        image_path = Path(str(self.images.image_path.iat[self.image_row[image_id]]))
-        annotations, images_root = dataset_location(self.manifest, self.path)
-        # the dataset's root as auditor.io reads it: --images-root, the pts folder, or the annotation file's folder
-        roots = [images_root] if images_root is not None else []
-        roots += [annotations, annotations.parent, annotations.parent / IMAGES_SUBFOLDER]
-        return next((root / image_path for root in roots if (root / image_path).is_file()), None)
+        image_path = str(self.images.image_path.iat[self.image_row[image_id]])
+        return locate_image(image_roots(self.manifest, self.path), image_path)
 
 
 def audit_version(audit_dir: Path) -> tuple[int, ...]:
@@ -124,14 +131,18 @@ def build_view(audit_dir: Path) -> AuditView:
     face_points = {image_ids[order[s]]: rows for s, rows in zip(starts, np.split(order, starts[1:]), strict=True)}
     image_row = {str(image_id): i for i, image_id in enumerate(images.image_id)}
     issues = points.is_label_issue.fillna(False).to_numpy(dtype=bool)
-    by_score = np.argsort(points.label_score.to_numpy(dtype=np.float64, na_value=np.nan), kind="stable")
+    try:
+        flip = audit_scheme(audit.manifest, audit_dir).flip_permutation
+    except InputError:  # a manifest that does not say its scheme: no point has a partner to mirror to
+        flip = np.arange(len(scheme_points))
     try:
         heatmaps, error = load_heatmaps(audit_dir / HEATMAPS, faces=len(images), points=len(scheme_points)), None
     except InputError as e:
         heatmaps, error = None, str(e)
     return AuditView(
         path=audit_dir, manifest=audit.manifest, points=points, images=images, scheme_points=scheme_points,
-        by_score=by_score, face_points=face_points, image_row=image_row,
+        flip=flip, gains=point_gains(points, images, audit.manifest, flip), face_points=face_points,
+        image_row=image_row,
         issue_keys=points.loc[issues, ["image_id", "point"]].reset_index(drop=True),
         heatmaps=heatmaps, heatmaps_error=error)
 
@@ -167,8 +178,8 @@ def image_data_uri(path: str) -> tuple[str, tuple[int, int]]:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def crop_data_uri(path: str, box: tuple[int, int, int, int]) -> str:
-    """The crop `box` (left, top, right, bottom; image pixels, right and bottom excluded) of an image as a PNG data
-    URI."""
+def crop_pixels(path: str, box: tuple[int, int, int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 the crop `box` (left, top, right, bottom; image pixels, right and bottom excluded) of an
+    image."""
     with Image.open(path) as image:
-        return _data_uri(image.convert("RGB").crop(box))
+        return np.asarray(image.convert("RGB").crop(box))

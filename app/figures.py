@@ -1,5 +1,6 @@
-"""The review page's figures: a face with its three sets of points, and a point's heatmap window beside the ideal
-Gaussian. Pure: tables and arrays in, plotly figures out.
+"""The review page's figures: a face with its three sets of points, the zoom a curator clicks to place a point, and a
+point's heatmap window beside the ideal Gaussian. Pure: tables and arrays in, plotly figures (the zoom: an image)
+out.
 
 Positions are image pixels (`xy_img`) or heatmap pixels (`xy_hm`), pixel centres on integers, y down.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from PIL import Image, ImageDraw
 
 from app.text import plot_text
 
@@ -34,14 +36,15 @@ def _image_axes(box: tuple[float, float, float, float]) -> dict:
                                                               "scaleratio": 1}}
 
 
-def _arrows(face: pd.DataFrame, colour: str, width: float, name: str) -> dict:
-    """One trace of arrows from each human point to its searched position: segments apart by gaps, a head at the
-    searched end turned along its segment (plotly's `angleref='previous'`); one trace is far faster than annotations."""
-    finite = face[np.isfinite(face[["x_human", "y_human", "x_searched", "y_searched"]]).all(axis=1)]
+def _arrows(face: pd.DataFrame, colour: str, width: float, name: str, to: str = "searched") -> dict:
+    """One trace of arrows from each human point to its position `to` (a column prefix): segments apart by gaps, a
+    head at the far end turned along its segment (plotly's `angleref='previous'`); one trace is far faster than
+    annotations."""
+    finite = face[np.isfinite(face[["x_human", "y_human", f"x_{to}", f"y_{to}"]]).all(axis=1)]
     n = len(finite)
     x, y = np.full(3 * n, np.nan), np.full(3 * n, np.nan)
-    x[0::3], x[1::3] = finite.x_human, finite.x_searched
-    y[0::3], y[1::3] = finite.y_human, finite.y_searched
+    x[0::3], x[1::3] = finite.x_human, finite[f"x_{to}"]
+    y[0::3], y[1::3] = finite.y_human, finite[f"y_{to}"]
     return {"type": "scatter", "x": x, "y": y, "mode": "lines+markers", "name": name, "hoverinfo": "skip",
             "line": {"color": colour, "width": width},
             "marker": {"symbol": "arrow", "angleref": "previous", "size": np.tile([0.0, 6.0 + 2 * width, 0.0], n),
@@ -49,12 +52,14 @@ def _arrows(face: pd.DataFrame, colour: str, width: float, name: str) -> dict:
 
 
 def face_figure(face: pd.DataFrame, selected: int, *, image_uri: str | None, image_origin: tuple[int, int] = (0, 0),
-                view: tuple[float, float, float, float], height: int = 480) -> go.Figure:
+                view: tuple[float, float, float, float], height: int = 480,
+                arrows: tuple[str, str] = ("searched", "human → searched")) -> go.Figure:
     """One face: its image, human / searched / predicted points, arrows human -> searched, the point `selected` ringed.
 
     `face` has one row per point (x_human, y_human, x_searched, ... of points.parquet); `image_uri` is the image (or
     a crop of it whose top-left pixel is `image_origin`) as a data URI, None to draw the points alone; `view` is the
-    visible box (x0, y0, x1, y1) in image pixels: points outside it are left out.
+    visible box (x0, y0, x1, y1) in image pixels: points outside it are left out; `arrows` the column prefix the
+    arrows point to (e.g. `fix`, with x_fix, y_fix in `face`) and their legend name.
     """
     x0, y0, x1, y1 = view
     chosen = (face.point == selected).to_numpy()
@@ -66,8 +71,8 @@ def face_figure(face: pd.DataFrame, selected: int, *, image_uri: str | None, ima
     data += [{"type": "scatter", "x": face[f"x_{prefix}"].to_numpy(), "y": face[f"y_{prefix}"].to_numpy(),
               "mode": "markers", "name": name, "marker": marker, "text": names,
               "hovertemplate": "%{text}<br>(%{x:.1f}, %{y:.1f})"} for prefix, name, marker in POINT_SETS]
-    data += [_arrows(face[~chosen], ARROW_COLOUR, 1.0, "human → searched"),
-             _arrows(face[chosen], SELECTED_COLOUR, 2.5, "selected: human → searched"),
+    data += [_arrows(face[~chosen], ARROW_COLOUR, 1.0, arrows[1], arrows[0]),
+             _arrows(face[chosen], SELECTED_COLOUR, 2.5, f"selected: {arrows[1]}", arrows[0]),
              {"type": "scatter", "x": face.x_human[chosen].to_numpy(), "y": face.y_human[chosen].to_numpy(),
               "mode": "markers", "name": "selected", "hoverinfo": "skip",
               "marker": {"symbol": "circle-open", "size": 18, "color": SELECTED_COLOUR, "line": {"width": 3}}}]
@@ -86,6 +91,52 @@ def zoom_box(xy_img: tuple[float, float], half: float, size: tuple[int, int]) ->
     right = int(np.clip(round(x + half) + 1, left + 1, width))
     bottom = int(np.clip(round(y + half) + 1, top + 1, height))
     return left, top, right, bottom
+
+
+def zoom_edges(box: tuple[int, int, int, int]) -> tuple[float, float, float, float]:
+    """The image-pixel edges (x0, y0, x1, y1) of a crop `box` (`zoom_box`): pixel centres on integers."""
+    return box[0] - 0.5, box[1] - 0.5, box[2] - 0.5, box[3] - 0.5
+
+
+def zoom_to_image(uv: tuple[float, float], edges: tuple[float, float, float, float],
+                  shown: tuple[float, float]) -> tuple[float, float]:
+    """The image position (x, y) of the display pixel `uv` (u right, v down; its centre) of a zoom with image-pixel
+    `edges` shown `shown` (width, height) display pixels large."""
+    x0, y0, x1, y1 = edges
+    return x0 + (uv[0] + 0.5) / shown[0] * (x1 - x0), y0 + (uv[1] + 0.5) / shown[1] * (y1 - y0)
+
+
+# the zoom's marks: (outline colour, radius in display px, shape)
+ZOOM_MARKS = {"label": ("#2ca02c", 3, "dot"), "selected": ("#2ca02c", 9, "ring"), "proposal": (ARROW_COLOUR, 7, "x"),
+              "placed": (SELECTED_COLOUR, 11, "plus")}
+
+
+def zoom_image(pixels: np.ndarray | None, edges: tuple[float, float, float, float],
+               marks: list[tuple[str, np.ndarray]], *, width: int) -> Image.Image:
+    """The zoom a curator clicks: the crop `pixels` (H, W, 3) uint8 spanning the image-pixel `edges` (x0, y0, x1,
+    y1), or a grey field where there is no image, enlarged to `width` display px (each image pixel a block), with
+    `marks`: (kind of ZOOM_MARKS, xy_img (2,)), drawn in order; marks outside the zoom are left out."""
+    x0, y0, x1, y1 = edges
+    height = max(1, round(width * (y1 - y0) / (x1 - x0)))
+    image = (Image.new("RGB", (width, height), (96, 96, 96)) if pixels is None
+             else Image.fromarray(pixels).resize((width, height), Image.Resampling.NEAREST))
+    draw = ImageDraw.Draw(image)
+    for kind, xy in marks:
+        colour, r, shape = ZOOM_MARKS[kind]
+        if not np.isfinite(xy).all():
+            continue
+        u, v = (xy[0] - x0) / (x1 - x0) * width, (xy[1] - y0) / (y1 - y0) * height
+        if shape == "dot":
+            draw.ellipse((u - r, v - r, u + r, v + r), fill=colour)
+        elif shape == "ring":
+            draw.ellipse((u - r, v - r, u + r, v + r), outline=colour, width=2)
+        elif shape == "x":
+            draw.line((u - r, v - r, u + r, v + r), fill=colour, width=2)
+            draw.line((u - r, v + r, u + r, v - r), fill=colour, width=2)
+        else:
+            draw.line((u - r, v, u + r, v), fill=colour, width=2)
+            draw.line((u, v - r, u, v + r), fill=colour, width=2)
+    return image
 
 
 def ideal_window(side: int, centre_xy: tuple[float, float], sigma: float, peak: float = 1.0) -> np.ndarray:

@@ -3,8 +3,8 @@
     streamlit run app/main.py [-- --audit DIR]
 
 DIR defaults to `$AUDITOR_AUDIT`, else `sample_data/audit` of this repository; another audit can be opened from the
-sidebar. Pages: Overview, Annotators (when the dataset names them), Review (deep links: `?image=ID&point=K`),
-Export.
+sidebar. Pages: Overview, Annotators (when the dataset names them), Review (deep links: `?image=ID&point=K`, or
+`point=face` for the whole face), Export.
 """
 
 from __future__ import annotations

@@ -3,15 +3,11 @@ never markup."""
 
 from __future__ import annotations
 
-import html
 import re
 
+from auditor.charts import plot_text as plot_text  # app.figures takes it from here
+
 _MARKDOWN_PUNCTUATION = re.compile(r"([!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])")
-
-
-def plot_text(value: object) -> str:
-    """A string for a plotly text or label, which reads a few HTML tags: escaped."""
-    return html.escape(str(value))
 
 
 def md_text(value: object) -> str:

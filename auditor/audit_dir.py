@@ -17,6 +17,8 @@ import pandas as pd
 from auditor.dataset import Dataset
 from auditor.errors import InputError
 from auditor.io import is_regular_file
+from auditor.io.wflw import IMAGES_SUBFOLDER
+from auditor.schemes import LandmarkScheme, get_scheme, scheme_from_json
 
 FORMAT_VERSION = 1
 MANIFEST, POINTS, IMAGES, REVIEWS = "manifest.json", "points.parquet", "images.parquet", "reviews.sqlite"
@@ -246,10 +248,10 @@ def proposals(points: pd.DataFrame, mode_ratio: float = 0.5) -> tuple[np.ndarray
       the face's other labels (`x_shape`, `y_shape`); on real faces it is twice as close to the labels before
       planting as the model's position (benchmarks/README.md, "Real faces");
     - a chain swap: the label its neighbour was given (`x_partner`, `y_partner`);
-    - swapped sides and low confidence: the model's prediction (on a swapped face the labels' shape is mirrored
-      too);
-    - anything else: the semantic search's position, which stays near the label by design (its prior) and suits a
-      contour slide; the prediction where the search had no valid candidate.
+    - swapped sides: the model's prediction (on a swapped face the labels' shape is mirrored too);
+    - anything else, low confidence included (a faint heatmap makes its peak no better a guess): the semantic
+      search's position, which stays near the label by design (its prior) and suits a contour slide; the
+      prediction where the search had no valid candidate.
     An audit without the shape columns proposes the prediction for gross errors and off-contour labels, or for a
     gross error the model's local peak in the search window when that peak is strong (at least `mode_ratio` of
     the heatmap's maximum).
@@ -281,6 +283,32 @@ def dataset_location(manifest: dict, audit_dir: str | Path) -> tuple[Path, Path 
     path = Path(audit_dir) / str(info.get("path") or ".")
     root = info.get("images_root")
     return path, None if root is None else Path(audit_dir) / str(root)
+
+
+def image_roots(manifest: dict, audit_dir: str | Path) -> list[Path]:
+    """The folders a face's `image_path` (images.parquet) may be relative to, tried in this order: the dataset's
+    images root when it has one, the pts folder, the annotation file's folder and its WFLW images subfolder."""
+    annotations, images_root = dataset_location(manifest, audit_dir)
+    roots = [images_root] if images_root is not None else []
+    return [*roots, annotations, annotations.parent, annotations.parent / IMAGES_SUBFOLDER]
+
+
+def locate_image(roots: list[Path], image_path: str | Path) -> Path | None:
+    """The image file of a face where it lies now (the first of `roots`, from `image_roots`, that holds
+    `image_path`), or None when none does."""
+    return next((root / image_path for root in roots if (root / image_path).is_file()), None)
+
+
+def audit_scheme(manifest: dict, audit_dir: str | Path) -> LandmarkScheme:
+    """The landmark scheme of an audit: the manifest's `scheme` object, else the built-in `dataset.scheme` names; an
+    InputError naming the manifest when it has neither."""
+    scheme, name = manifest.get("scheme"), (manifest.get("dataset") or {}).get("scheme")
+    if isinstance(scheme, dict):
+        return scheme_from_json(scheme, source=Path(audit_dir) / MANIFEST, field="scheme")
+    if not isinstance(name, str):
+        raise InputError("expected the scheme as an object (or its name in dataset.scheme)",
+                         path=Path(audit_dir) / MANIFEST, field="scheme")
+    return get_scheme(name)
 
 
 def load_audited_dataset(manifest: dict, audit_dir: str | Path) -> Dataset:

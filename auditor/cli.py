@@ -446,22 +446,35 @@ def review(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print how many points match; record "
                                                             "nothing.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Record without asking for confirmation.")] = False,
+    order: Annotated[str, typer.Option(help="The review queue's order (the app's): gain (the largest expected error "
+                                            "removed first, P(label wrong) x the fix's displacement; see "
+                                            "auditor/triage.py) or score (the lowest label_score first).")] = "gain",
+    limit: Annotated[int | None, typer.Option(min=1, help="Decide only the matching points of the first LIMIT items "
+                                                          "of the queue in --order (a swapped face is one "
+                                                          "item).")] = None,
 ) -> None:
     """Accept or reject in bulk the points a query selects; decisions go to AUDIT/reviews.sqlite."""
     from auditor.audit_dir import load_audit
-    from auditor.review import ReviewStore, bulk_decisions, select_points, undecided
+    from auditor.review import ReviewStore, bulk_decisions, in_queue_order, select_points, undecided
 
     if (accept_where is None) == (reject_where is None):
         raise InputError("give exactly one of --accept-where and --reject-where")
     decision, where = ("accept", accept_where) if accept_where is not None else ("reject", reject_where)
     store = ReviewStore(audit)
-    points = load_audit(audit).points
+    loaded = load_audit(audit)
+    points = loaded.points
     selected = select_points(points, where, field=f"--{decision}-where")
-    todo = selected if overwrite else undecided(selected, store.latest())
+    open_points = selected if overwrite else undecided(selected, store.latest())
+    todo = in_queue_order(loaded, open_points, order=order, limit=limit)
+    skipped = [f"{n} {why}" for n, why in ((len(selected) - len(open_points), "already decided, skipped (--overwrite "
+                                            "decides them again)"), (len(open_points) - len(todo), "beyond --limit"))
+               if n]
     typer.echo(f"{len(todo)} points match ({int(todo.is_label_issue.sum())} flagged as issues, "
-               f"{todo.image_id.nunique()} faces)" + ("" if len(todo) == len(selected) else
-                                                     f"; {len(selected) - len(todo)} already decided, skipped "
-                                                     "(--overwrite decides them again)"))
+               f"{todo.image_id.nunique()} faces)" + "".join(f"; {s}" for s in skipped))
+    if dry_run and len(todo):
+        typer.echo(f"the first in the queue (--order {order}):")
+        typer.echo(todo[["image_id", "point", "point_name", "issue_type", "label_score"]].head(10).to_string(
+            index=False, float_format=lambda v: f"{v:.3g}"))
     if dry_run or todo.empty:
         return
     if not yes:
@@ -483,13 +496,13 @@ def export_corrections_cmd(
     audit: Annotated[Path, typer.Argument(help="The audit directory (written by `auditor audit`).")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="The corrections table to write: CSV, or the JSON "
                                                                  "of --format fiftyone / labelstudio.")] = None,
-    only: Annotated[str, typer.Option(help="Which points: accepted (latest decision accept or edit), issues (the "
-                                           "audit's, decided or not, with their proposals) or all (every labelled "
-                                           "point).")] = "accepted",
+    only: Annotated[str, typer.Option(help="Which points: accepted (latest decision accept, edit or a face's "
+                                           "mirror), issues (the audit's, decided or not, with their proposals) or "
+                                           "all (every labelled point).")] = "accepted",
     write_labels: Annotated[Path | None, typer.Option(
-        "--write-labels", help="Also write the whole dataset, with the accepted and edited corrections (--use "
-                               "consensus: the exported points' consensus) applied, into this folder (in --format, "
-                               "else the input's).")] = None,
+        "--write-labels", help="Also write the whole dataset, with the accepted, edited and mirrored corrections "
+                               "(--use consensus: the exported points' consensus) applied, into this folder (in "
+                               "--format, else the input's).")] = None,
     format: Annotated[str | None, typer.Option(
         "--format", "-f", help="fiftyone or labelstudio: what -o holds instead of CSV; pts, wflw, csv or coco: the "
                                "format of --write-labels (default: the input's).")] = None,
@@ -502,16 +515,25 @@ def export_corrections_cmd(
              "same for every label set of one person in one image; every exported point is applied, so --only all "
              "--write-labels writes the consensus as the labels). consensus needs a dataset that names its "
              "annotators.")] = "proposals",
+    ls_document_root: Annotated[Path | None, typer.Option(
+        "--ls-document-root", help="--format labelstudio: the folder Label Studio's local-files storage serves "
+                                   "(LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT); task image URLs are "
+                                   "/data/local-files/?d=<path below it>. Default: the dataset's root.")] = None,
+    order: Annotated[str, typer.Option(help="The table's row order, the review queue's (as `auditor review "
+                                            "--order`): gain (the largest expected error removed first) or score "
+                                            "(the lowest label_score first).")] = "gain",
 ) -> None:
     """Export the reviewed corrections: a CSV (or FiftyOne / Label Studio JSON) and, optionally, corrected labels."""
     from auditor.export import export_corrections
 
     summary = export_corrections(audit, out=out, only=only, format=format, labels_dir=write_labels,
-                                 in_place=in_place, use=use)
+                                 in_place=in_place, use=use, ls_document_root=ls_document_root, order=order)
     if "table" in summary:
         typer.echo(f"wrote {summary['rows']} points of {summary['faces']} faces to {summary['table']}")
+    if "config" in summary:
+        typer.echo(f"wrote the Label Studio labelling config to {summary['config']}")
     if "labels" in summary:
-        applied = ("accepted or edited corrections" if summary["use"] == "proposals"
+        applied = ("accepted, edited or mirrored corrections" if summary["use"] == "proposals"
                    else "labels moved to their consensus")
         typer.echo(f"applied {summary['applied']} {applied}; corrected labels: "
                    f"{summary['labels']}" + (f" (original backed up to {summary['backup']})"
@@ -555,6 +577,25 @@ def export_sigmas_cmd(
     sigmas = np.asarray(result["sigmas"])
     typer.echo(f"wrote {len(sigmas)} sigmas of {result['scheme']} (from the {result['source']}; median "
                f"{np.median(sigmas):.4f}, range {sigmas.min():.4f} to {sigmas.max():.4f}) to {out}")
+
+
+@app.command()
+def report(
+    audit: Annotated[Path, typer.Argument(help="The audit directory (written by `auditor audit`).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write: one self-contained page that "
+                                                          "opens offline (plotly and the thumbnails inline).")],
+    worst: Annotated[int, typer.Option(min=0, help="How many of the worst faces (lowest face score) to show, each "
+                                                   "as a thumbnail with its labels and proposals.")] = 24,
+) -> None:
+    """Write a report to share: the dataset summary and calibration, the overview charts, the CED curves, issue rates
+    by point group, the worst faces with labels and proposals drawn, and the decisions so far."""
+    from auditor.report import write_report
+
+    result = write_report(audit, out, worst=worst)
+    if result["decisions_error"]:
+        typer.echo(f"auditor: warning: decisions left out of the report: {result['decisions_error']}", err=True)
+    typer.echo(f"wrote the report on {result['faces']:,} faces ({result['issues']:,} label issues, the "
+               f"{result['worst']} worst faces shown) to {out} ({result['bytes'] / 1e6:.1f} MB)")
 
 
 class Terminated(BaseException):

@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from auditor.audit_dir import proposals
+from auditor.audit_dir import Audit, audit_scheme, proposals
 from auditor.dataset import Dataset
 from auditor.errors import InputError
 from auditor.noise import ERROR_KINDS, NOISE_COLUMNS
+from auditor.triage import FACE, point_gains, queue_items
 
 SCORERS = {"auditor": "label_score", "prediction": "pred_err_nme", "shape model": "pca_residual_nme",
            "conditional shape": "shape_residual_nme"}
@@ -158,3 +159,56 @@ def truth_table(points: pd.DataFrame, images: pd.DataFrame, truth: Dataset,
                        crisp_clean=float(np.nanmean(err[~contour & clean])))
         out.append(row)
     return pd.DataFrame(out)
+
+
+def planted_offsets(points: pd.DataFrame, noise: pd.DataFrame) -> np.ndarray:
+    """(P, 2) the planted error of each point of `points`, image px: the sum of its noise rows of ERROR_KINDS (0 where
+    none), so that the label before them was human - offset."""
+    errors = noise[noise["kind"].isin(ERROR_KINDS)]
+    summed = errors.groupby([errors["image_id"].astype(str), errors["point"].astype(int)])[["dx", "dy"]].sum()
+    keys = pd.MultiIndex.from_arrays([points["image_id"].astype(str), points["point"].astype(int)])
+    return summed.reindex(keys).fillna(0.0).to_numpy(dtype=np.float64)
+
+
+def error_removed_by_queue(audit: Audit, noise: pd.DataFrame, *, order: str, fraction: float = 0.1,
+                           group_faces: bool = True) -> dict:
+    """The planted error (`noise`, as `read_noise`) removed by working the first `fraction` of the app's default
+    review queue (the label issues, `auditor.triage.queue_items`) in `order`, NME.
+
+    Two curators: one who accepts every item's fix (a point's proposal, a swapped face's mirrored labels), and one
+    who puts every wrong label of an item right and leaves the right ones (accepting, editing or rejecting). A fix f
+    of a point with planted offset e (`planted_offsets`) removes (|e| - |f - (human - e)|) / normaliser: negative
+    where it moves a right label; the second curator removes |e| / normaliser. `group_faces=False` is the queue
+    before face items: a swapped face's points are items of their own, fixed by their proposals.
+
+    Returns the queue's `items`, the `reviewed` ones, `accepted_nme` and `fixed_nme` (the two curators), the parts of
+    them outside swapped faces' items (`accepted_points_nme`, `fixed_points_nme`), and `planted_nme`,
+    `planted_points_nme`: the audit's whole planted error and the part of it not planted by a swap of sides.
+    """
+    manifest, points, images = audit
+    flip = audit_scheme(manifest, ".").flip_permutation
+    gains = point_gains(points, images, manifest, flip)
+    if not group_faces:
+        xs, ys, _ = proposals(points)
+        gains = gains.assign(whole_face=False, x_fix=xs, y_fix=ys)
+    items = queue_items(points, gains, points["is_label_issue"].to_numpy(dtype=bool), order=order)
+    reviewed = items.iloc[:int(np.ceil(fraction * len(items)))]
+    faces = reviewed["image_id"][reviewed["point"] == FACE]
+    face_rows = np.flatnonzero(gains["whole_face"].to_numpy() & points["image_id"].isin(faces).to_numpy())
+    point_rows = reviewed["row"][reviewed["point"] != FACE].to_numpy()
+    offset = planted_offsets(points, noise)
+    human = points[["x_human", "y_human"]].to_numpy(dtype=np.float64)
+    normaliser = points["image_id"].map(images.set_index("image_id")["normaliser"]).to_numpy(dtype=np.float64)
+    planted = np.linalg.norm(offset, axis=-1) / normaliser
+    fix = gains[["x_fix", "y_fix"]].to_numpy(dtype=np.float64)
+    accepted = planted - np.linalg.norm(fix - (human - offset), axis=-1) / normaliser
+    accepted = np.where(np.isfinite(accepted), accepted, 0.0)  # no fix: nothing moves
+    labelled = np.isfinite(planted)
+    swaps = noise[noise["kind"] == "swap"]
+    swapped = pd.MultiIndex.from_arrays([points["image_id"].astype(str), points["point"].astype(int)]).isin(
+        pd.MultiIndex.from_arrays([swaps["image_id"].astype(str), swaps["point"].astype(int)]))
+    rows = np.r_[face_rows, point_rows]
+    return {"items": len(items), "reviewed": len(reviewed), "accepted_nme": float(accepted[rows].sum()),
+            "fixed_nme": float(np.nansum(planted[rows])), "accepted_points_nme": float(accepted[point_rows].sum()),
+            "fixed_points_nme": float(np.nansum(planted[point_rows])), "planted_nme": float(planted[labelled].sum()),
+            "planted_points_nme": float(planted[labelled & ~swapped].sum())}

@@ -1,17 +1,19 @@
 """Export a reviewed audit: the corrections table (CSV, FiftyOne or Label Studio JSON) and corrected labels.
 
 Which points (`only`):
-    accepted   points whose latest decision is accept or edit
+    accepted   points whose latest decision is accept, edit or mirror (their face's)
     issues     points the audit flagged (`is_label_issue`), decided or not
     all        every labelled point
 The corrected position of a point and its `source`:
     edited     the curator's position (latest decision edit)
+    mirrored   the label of the point's flip partner: the face's latest decision is mirror (its sides were swapped);
+               a point whose partner has no label keeps its own (source `label`)
     searched, shape, exchanged, predicted
                the position stored with an accept, else the audit's proposal (`audit_dir.proposals`): the semantic
                search's, the labels' shape's (gross errors, off-contour labels, duplicates), a chain swap's
                neighbour's label, or the model's (swapped sides, low confidence, or where the search had no valid
                candidate); for an undecided or rejected point it is the proposal, not a correction
-`decision` is the latest decision, '' when undecided. Only accept and edit are ever applied to labels.
+`decision` is the latest decision, '' when undecided. Only accept, edit and mirror are ever applied to labels.
 
 With `use="consensus"` (an audit of a dataset that names its annotators) the corrected position of every exported
 point is instead its subject's consensus (`x_consensus`, `y_consensus`: every label set of one person in one image
@@ -19,19 +21,21 @@ gets the same position), source `consensus`, whatever the decision; where the au
 point the label stays (source `label`). Written labels then move every exported point (`--only all`: every label)
 to its consensus.
 
-CSV: the columns CSV_COLUMNS, one row per point, faces and points in the audit's order; positions in image pixels
+CSV: the columns CSV_COLUMNS, one row per point, in the review queue's order (`order`: `auditor.triage`, a face's
+rows together in point order) or the audit's (faces and points); positions in image pixels
 (0-based, pixel centres on integers); dx, dy = corrected - human; displacement_nme = |corrected - human| / the
 face's normaliser (images.parquet); decided_at is the decision's ISO 8601 UTC time.
 
-FiftyOne (`fiftyone`): {"name": ..., "media_type": "image", "samples": [...]}, one sample per image of the exported
-points, each in FiftyOne's own sample serialisation (`Sample.to_dict`), so that this imports it:
+FiftyOne (`fiftyone`): a dataset in FiftyOne's own JSON layout (`Dataset.to_dict`), one sample per image of the
+exported points, so that `fo.Dataset.from_json("corrections.json")` imports it with its skeleton:
 
-    import json, fiftyone as fo
-    d = json.load(open("corrections.json"))
-    dataset = fo.Dataset(d["name"])
-    dataset.add_samples([fo.Sample.from_dict(s) for s in d["samples"]])
-
-    sample = {"filepath": "/abs/image.jpg", "tags": ["needs_review"] (a face of it has an audit issue) or [],
+    {"name": AUDIT_NAME, "media_type": "image",
+     "sample_fields": {"human": KEYPOINTS_FIELD, "keypoints": KEYPOINTS_FIELD,
+                       "annotators": STRINGS_FIELD},  # only when the dataset names annotators
+     "default_skeleton": {"_cls": "KeypointSkeleton", "labels": [point names, in the scheme's order],
+                          "edges": [[i, j, ...], ...]},  # one list per contour chain of the scheme
+     "samples": [sample, ...]}
+    sample = {"filepath": "/abs/image.jpg", "tags": ["needs_review"] (a face of it has an undecided issue) or [],
               "metadata": {"_cls": "ImageMetadata", "width": W, "height": H},
               "human": KEYPOINTS, "keypoints": KEYPOINTS,
               "annotators": ["alice", "bob"]}  # only when the dataset names annotators: its faces', sorted
@@ -39,27 +43,36 @@ points, each in FiftyOne's own sample serialisation (`Sample.to_dict`), so that 
                                                      "annotator": "alice",  # only with annotators
                                                      "points": [[x / W, y / H], ...]}, ...]}  # one per face
 
-Every face gets all K points in FiftyOne's relative [0, 1] coordinates (x / W, as FiftyOne's own COCO importer
-converts pixels), NaN where a point has no label; `human` holds the labels, `keypoints` the labels with the exported
-points at their corrected position. W, H are read from the image header (PIL, no decoding).
+`from_dict` adds the samples without expanding the schema, so `sample_fields` declares the fields; the default
+skeleton names the points of both keypoint fields (`filter_keypoints("keypoints", labels=["jaw_0"])`, the App's
+skeleton lines). Every face gets all K points in FiftyOne's relative [0, 1] coordinates (x / W, as FiftyOne's own COCO
+importer converts pixels), NaN where a point has no label; `human` holds the labels, `keypoints` the labels with the
+exported points at their corrected position. W, H are read from the image header (PIL, no decoding); `filepath` is
+absolute and normalised (no `..`).
 
-Label Studio (`labelstudio`): a JSON list of tasks, one per image (per image and annotator when the dataset names
-annotators: the unit of one annotator's work), the exported points as pre-annotations (predictions), for the
-labelling config
+Label Studio (`labelstudio`): a JSON list of tasks, one per face (Label Studio's COCO export makes one annotation of a
+task's points), the exported points as pre-annotations (predictions), and beside it (`NAME.label_config.xml`) the
+labelling config, `labelstudio_config`:
 
-    <View><Image name="image" value="$image"/>
-      <KeyPointLabels name="keypoints" toName="image"><Label value="POINT_NAME"/> (one per point name)</KeyPointLabels>
+    <View>
+      <Image name="image" value="$image" zoom="true"/>
+      <KeyPointLabels name="keypoints" toName="image">
+        <Label value="POINT_NAME" model_index="k"/>  (one per point, k its index in the scheme)
+      </KeyPointLabels>
     </View>
 
-    task = {"data": {"image": "/abs/image.jpg", "image_ids": [...], "annotator": "alice" (only with annotators)},
+    task = {"data": {"image": "/data/local-files/?d=faces/image.jpg", "image_id": "...",
+                     "annotator": "alice"},  # only with annotators
             "predictions": [{"model_version": "landmark-auditor", "result": [
                 {"id": "<image_id>/<point>", "type": "keypointlabels", "from_name": "keypoints", "to_name": "image",
                  "original_width": W, "original_height": H, "image_rotation": 0,
                  "value": {"x": 100 * x / W, "y": 100 * y / H, "width": 0.5, "keypointlabels": [point_name]}}]}]}
 
-x, y in percent of the image size; Label Studio's data manager shows `data.annotator` as a column to filter on. To
-serve local images, Label Studio's local-files storage wants `data.image` as
-`/data/local-files/?d=<path below its document root>`: rewrite the paths for your set-up.
+`model_index` orders the keypoints of Label Studio's COCO export (without it that export fails). x, y in percent of
+the image size; Label Studio's data manager shows `data.annotator` as a column to filter on. `data.image` is the URL
+of Label Studio's local-files storage: the image's path below a document root (the dataset's root unless given),
+percent-encoded; Label Studio serves it when started with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and
+LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT set to that folder (the README says how).
 """
 
 from __future__ import annotations
@@ -69,12 +82,22 @@ import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
+from xml.sax.saxutils import quoteattr
 
 import numpy as np
 import pandas as pd
 
 from auditor.atomic import atomic_directory, atomic_open, atomic_write_text
-from auditor.audit_dir import POINTS, Audit, dataset_location, load_audit, load_audited_dataset, proposals
+from auditor.audit_dir import (
+    POINTS,
+    Audit,
+    audit_scheme,
+    dataset_location,
+    load_audit,
+    load_audited_dataset,
+    proposals,
+)
 from auditor.dataset import Dataset
 from auditor.errors import InputError
 from auditor.outputs import (
@@ -85,6 +108,8 @@ from auditor.outputs import (
     resolved,
     write_marker,
 )
+from auditor.schemes import LandmarkScheme
+from auditor.triage import ORDERS, mirrored_positions, point_gains, queue_rank
 
 ONLY = ("accepted", "issues", "all")
 USE = ("proposals", "consensus")  # what an exported point's corrected position is
@@ -95,6 +120,11 @@ CSV_COLUMNS = ("image_id", "image_path", "point", "point_name", "group", "x_huma
                "y_corrected", "dx", "dy", "displacement_nme", "issue_type", "label_score", "decision", "source",
                "reviewer", "decided_at")
 NEEDS_REVIEW = "needs_review"
+APPLIED = ("accept", "edit", "mirror")  # the decisions that move a label
+# FiftyOne's names of the sample fields' types (`str(field)`, what `Dataset.to_dict` writes in "sample_fields")
+KEYPOINTS_FIELD = "fiftyone.core.fields.EmbeddedDocumentField(fiftyone.core.labels.Keypoints)"
+STRINGS_FIELD = "fiftyone.core.fields.ListField(fiftyone.core.fields.StringField)"
+LOCAL_FILES_URL = "/data/local-files/?d="
 
 
 def check_consensus(audit: Audit, *, path: Path | None = None) -> None:
@@ -106,9 +136,10 @@ def check_consensus(audit: Audit, *, path: Path | None = None) -> None:
                          "each face", path=path)
 
 
-def corrections(audit: Audit, decisions: pd.DataFrame, *, only: str = "accepted",
-                use: str = "proposals") -> pd.DataFrame:
-    """One row per exported point: CSV_COLUMNS plus `face` and `is_label_issue`, in the audit's order.
+def corrections(audit: Audit, decisions: pd.DataFrame, *, only: str = "accepted", use: str = "proposals",
+                order: str | None = None) -> pd.DataFrame:
+    """One row per exported point: CSV_COLUMNS plus `face` and `is_label_issue`, in the review queue's `order`
+    (`auditor.triage.ORDERS`), or the audit's for None.
 
     `decisions` is `ReviewStore.latest()`: one row per decided point; `use` the corrected positions (USE, the
     module docstring).
@@ -119,7 +150,13 @@ def corrections(audit: Audit, decisions: pd.DataFrame, *, only: str = "accepted"
         raise InputError(f"unknown corrected positions '{use}': expected one of {', '.join(USE)}")
     if use == "consensus":
         check_consensus(audit)
+    if order is not None and order not in ORDERS:
+        raise InputError(f"unknown order '{order}': expected one of {', '.join(ORDERS)}")
     points = audit.points
+    if order is not None:
+        flip = audit_scheme(audit.manifest, ".").flip_permutation
+        points = points.assign(rank=queue_rank(points, point_gains(points, audit.images, audit.manifest, flip),
+                                               order=order))
     points = points[np.isfinite(points.x_human) & np.isfinite(points.y_human)]
     decided = decisions[["image_id", "point", "decision", "x", "y", "reviewer", "created_at"]].rename(
         columns={"x": "x_decided", "y": "y_decided", "created_at": "decided_at"})
@@ -140,6 +177,13 @@ def corrections(audit: Audit, decisions: pd.DataFrame, *, only: str = "accepted"
     accepted_from = np.select([at("shape"), at("pred"), at("partner")], ["shape", "predicted", "exchanged"],
                               "searched")
     source = np.select([decision == "edit", chosen], ["edited", accepted_from], proposed_from)
+    mirror = decision == "mirror"
+    if mirror.any():
+        x_mirror, y_mirror = mirrored_positions(p, audit_scheme(audit.manifest, ".").flip_permutation).T
+        partnered = np.isfinite(x_mirror) & np.isfinite(y_mirror)
+        x = np.where(mirror, np.where(partnered, x_mirror, p.x_human), x)
+        y = np.where(mirror, np.where(partnered, y_mirror, p.y_human), y)
+        source = np.where(mirror, np.where(partnered, "mirrored", "label"), source)
     if use == "consensus":
         x_con, y_con = (p[c].to_numpy(dtype=np.float64) for c in CONSENSUS_COLUMNS)
         known = np.isfinite(x_con) & np.isfinite(y_con)
@@ -154,9 +198,17 @@ def corrections(audit: Audit, decisions: pd.DataFrame, *, only: str = "accepted"
         "reviewer": p.reviewer.fillna(""), "decided_at": p.decided_at.fillna(""), "face": p.face,
         "is_label_issue": p.is_label_issue.astype(bool),
     })
-    keep = {"accepted": np.isin(decision, ("accept", "edit")), "issues": table.is_label_issue.to_numpy(),
+    keep = {"accepted": np.isin(decision, APPLIED), "issues": table.is_label_issue.to_numpy(),
             "all": np.ones(len(table), bool)}[only]
-    return table[keep].sort_values(["face", "point"], kind="stable").reset_index(drop=True)
+    by = ["face", "point"] if order is None else ["rank", "point"]
+    return (table.assign(rank=p["rank"].to_numpy() if order is not None else 0)[keep]
+            .sort_values(by, kind="stable").drop(columns="rank").reset_index(drop=True))
+
+
+def error_removed(audit: Audit, decisions: pd.DataFrame) -> float:
+    """The error the accepted, edited and mirrored corrections remove, in NME: the sum of their displacement_nme.
+    `audit` may hold some faces only (those decided), whole: a mirrored point needs its partner's label."""
+    return float(np.nansum(corrections(audit, decisions, only="accepted").displacement_nme))
 
 
 def write_csv(table: pd.DataFrame, path: str | Path) -> None:
@@ -186,11 +238,16 @@ def _face_rows(table: pd.DataFrame, ds: Dataset) -> np.ndarray:
     return table.image_id.map(index).to_numpy(dtype=np.int64)
 
 
+def _image_path(ds: Dataset, i: int) -> Path:
+    """Face `i`'s image file as an absolute path without `.` or `..` (symbolic links kept)."""
+    return Path(os.path.abspath(ds.image_paths[i]))
+
+
 def _faces_by_image(table: pd.DataFrame, ds: Dataset) -> dict[Path, list[int]]:
-    """The dataset faces holding rows of `table`, grouped by image file, in the dataset's order."""
+    """The dataset faces holding rows of `table`, grouped by image file (`_image_path`), in the dataset's order."""
     by_image: dict[Path, list[int]] = {}
     for i in np.unique(_face_rows(table, ds)):
-        by_image.setdefault(ds.image_paths[i].absolute(), []).append(int(i))
+        by_image.setdefault(_image_path(ds, int(i)), []).append(int(i))
     return by_image
 
 
@@ -215,9 +272,16 @@ def _keypoints(ds: Dataset, xy: np.ndarray, faces: list[int], size: tuple[int, i
     return {"_cls": "Keypoints", "keypoints": keypoints}
 
 
+def fiftyone_skeleton(scheme: LandmarkScheme) -> dict:
+    """The scheme as a serialised `fo.KeypointSkeleton`: the point names in the scheme's order and one edge list per
+    contour chain (a closed one ends where it starts)."""
+    edges = [[*c.points, c.points[0]] if c.closed and len(c.points) > 2 else list(c.points) for c in scheme.contours]
+    return {"_cls": "KeypointSkeleton", "labels": list(scheme.point_names), "edges": edges}
+
+
 def to_fiftyone(table: pd.DataFrame, ds: Dataset, *, needs_review: set[str], name: str = "landmark-auditor") -> dict:
-    """The exported points as FiftyOne samples (the shape in this module's docstring); images holding a face of
-    `needs_review` (ids) are tagged."""
+    """The exported points as a FiftyOne dataset for `fo.Dataset.from_dict` (the shape in this module's docstring);
+    images holding a face of `needs_review` (ids) are tagged."""
     corrected = _corrected_landmarks(ds, table)
     samples = []
     for path, faces in _faces_by_image(table, ds).items():
@@ -229,37 +293,77 @@ def to_fiftyone(table: pd.DataFrame, ds: Dataset, *, needs_review: set[str], nam
         if ds.annotators is not None:
             sample["annotators"] = sorted({ds.annotators[i] for i in faces})
         samples.append(sample)
-    return {"name": name, "media_type": "image", "samples": samples}
+    fields = {"human": KEYPOINTS_FIELD, "keypoints": KEYPOINTS_FIELD}
+    if ds.annotators is not None:
+        fields["annotators"] = STRINGS_FIELD
+    return {"name": name, "media_type": "image", "sample_fields": fields,
+            "default_skeleton": fiftyone_skeleton(ds.scheme), "samples": samples}
 
 
-def to_labelstudio(table: pd.DataFrame, ds: Dataset) -> list[dict]:
-    """The exported points as Label Studio tasks with keypoint pre-annotations (the shape in the module docstring): one
-    per image, or per image and annotator when the dataset names them."""
+def labelstudio_config(scheme: LandmarkScheme) -> str:
+    """The Label Studio labelling config of the exported tasks: one keypoint label per point name, its `model_index`
+    the point's place in the scheme (the keypoint order of Label Studio's COCO export, which fails without it)."""
+    labels = "".join(f"    <Label value={quoteattr(name)} model_index=\"{k}\"/>\n"
+                     for k, name in enumerate(scheme.point_names))
+    return ('<View>\n  <Image name="image" value="$image" zoom="true"/>\n'
+            f'  <KeyPointLabels name="keypoints" toName="image">\n{labels}  </KeyPointLabels>\n</View>\n')
+
+
+def labelstudio_config_path(out: Path) -> Path:
+    """Where the export writes the labelling config of the tasks file `out`: beside it, `NAME.label_config.xml`."""
+    return out.with_name(f"{out.stem}.label_config.xml")
+
+
+def local_files_url(path: Path, document_root: Path) -> str:
+    """The URL under which Label Studio's local-files storage serves the image `path`: `/data/local-files/?d=` and its
+    path below `document_root`, percent-encoded; an InputError for an image outside that folder."""
+    # lexical first, as `relative_image_path`: an image that is a symbolic link keeps its place under the root
+    for image, root in ((Path(os.path.abspath(path)), Path(os.path.abspath(document_root))),
+                        (path.resolve(), document_root.resolve())):
+        try:
+            return LOCAL_FILES_URL + quote(image.relative_to(root).as_posix(), safe="/")
+        except ValueError:
+            continue
+    raise InputError(f"the image is outside the Label Studio document root {document_root}: give "
+                     "--ls-document-root a folder that holds every image", path=path)
+
+
+def to_labelstudio(table: pd.DataFrame, ds: Dataset, *, document_root: str | Path | None = None) -> list[dict]:
+    """The exported points as Label Studio tasks with keypoint pre-annotations (the shape in the module docstring), one
+    per face, in the order of `table`'s faces; image URLs for a local-files storage of `document_root` (default: the
+    dataset's root).
+
+    One task per face, not per image: Label Studio's COCO export makes one keypoint annotation of all the points of a
+    task's annotation, so two faces in one task would come out as one.
+    """
+    root = ds.root if document_root is None else Path(document_root)
     finite = table[np.isfinite(table.x_corrected) & np.isfinite(table.y_corrected)]
-    rows = {image_id: group for image_id, group in finite.groupby("image_id", sort=False)}
+    face_row = dict(zip(finite.image_id, _face_rows(finite, ds), strict=True))
+    images: dict[Path, tuple[str, tuple[int, int]]] = {}
     tasks = []
-    for path, all_faces in _faces_by_image(finite, ds).items():
-        width, height = image_size(path)
-        by_annotator: dict[str | None, list[int]] = {}
-        for i in all_faces:
-            by_annotator.setdefault(None if ds.annotators is None else ds.annotators[i], []).append(i)
-        for annotator, faces in by_annotator.items():
-            result = [{"id": f"{r.image_id}/{r.point}", "type": "keypointlabels", "from_name": "keypoints",
-                       "to_name": "image", "original_width": width, "original_height": height, "image_rotation": 0,
-                       "value": {"x": 100.0 * r.x_corrected / width, "y": 100.0 * r.y_corrected / height,
-                                 "width": 0.5, "keypointlabels": [r.point_name]}}
-                      for i in faces for r in rows[ds.image_ids[i]].itertuples(index=False)]
-            data = {"image": str(path), "image_ids": [ds.image_ids[i] for i in faces]}
-            tasks.append({"data": data if annotator is None else {**data, "annotator": annotator},
-                          "predictions": [{"model_version": "landmark-auditor", "result": result}]})
+    for image_id, rows in finite.groupby("image_id", sort=False):
+        i = int(face_row[image_id])
+        path = _image_path(ds, i)
+        if path not in images:
+            images[path] = (local_files_url(path, root), image_size(path))
+        url, (width, height) = images[path]
+        result = [{"id": f"{r.image_id}/{r.point}", "type": "keypointlabels", "from_name": "keypoints",
+                   "to_name": "image", "original_width": width, "original_height": height, "image_rotation": 0,
+                   "value": {"x": 100.0 * r.x_corrected / width, "y": 100.0 * r.y_corrected / height, "width": 0.5,
+                             "keypointlabels": [r.point_name]}}
+                  for r in rows.itertuples(index=False)]
+        data = {"image": url, "image_id": image_id}
+        if ds.annotators is not None:
+            data["annotator"] = ds.annotators[i]
+        tasks.append({"data": data, "predictions": [{"model_version": "landmark-auditor", "result": result}]})
     return tasks
 
 
 def apply_corrections(ds: Dataset, table: pd.DataFrame, *, use: str = "proposals") -> tuple[Dataset, int]:
-    """`ds` with points of `table` (finite ones) at their corrected position, and how many: the accepted and edited
-    ones with `use="proposals"`, every one with `use="consensus"`."""
+    """`ds` with points of `table` (finite ones) at their corrected position, and how many: the accepted, edited and
+    mirrored ones with `use="proposals"`, every one with `use="consensus"`."""
     applied = table[np.isfinite(table.x_corrected) & np.isfinite(table.y_corrected)]
-    applied = applied[applied.decision.isin(("accept", "edit")) if use == "proposals"
+    applied = applied[applied.decision.isin(APPLIED) if use == "proposals"
                       else applied.source == "consensus"]
     return ds.with_landmarks(_corrected_landmarks(ds, applied)), len(applied)
 
@@ -363,11 +467,14 @@ def check_table_target(out: Path, inputs: list[Path]) -> None:
 
 def export_corrections(audit_dir: str | Path, *, out: str | Path | None = None, only: str = "accepted",
                        format: str | None = None, labels_dir: str | Path | None = None,
-                       in_place: bool = False, use: str = "proposals") -> dict:
-    """Export an audit's reviewed corrections: the table to `out` (CSV, or `format` fiftyone / labelstudio) and,
-    with `labels_dir` or `in_place`, the whole corrected dataset (`format` pts / wflw / csv / coco, else the
-    input's); `use` the corrected positions (USE, the module docstring). Returns counts and the paths written."""
-    from auditor.review import ReviewStore
+                       in_place: bool = False, use: str = "proposals",
+                       ls_document_root: str | Path | None = None, order: str = "gain") -> dict:
+    """Export an audit's reviewed corrections: the table to `out` (CSV, or `format` fiftyone / labelstudio, the
+    latter with its labelling config beside it) and, with `labels_dir` or `in_place`, the whole corrected dataset
+    (`format` pts / wflw / csv / coco, else the input's); `use` the corrected positions (USE, the module docstring);
+    `ls_document_root` the folder Label Studio serves the images from (default: the dataset's root); `order` the
+    table's, the review queue's (`auditor.triage.ORDERS`). Returns counts and the paths written."""
+    from auditor.review import ReviewStore, undecided
 
     if use not in USE:
         raise InputError(f"unknown corrected positions '{use}': expected one of {', '.join(USE)}")
@@ -381,6 +488,12 @@ def export_corrections(audit_dir: str | Path, *, out: str | Path | None = None, 
     if out is None and (table_format != "csv" or not writes_labels):
         raise InputError(f"no output: give -o FILE for the {table_format} table"
                          + ("" if table_format != "csv" else ", or --write-labels DIR"))
+    if ls_document_root is not None:
+        if table_format != "labelstudio":
+            raise InputError("--ls-document-root is for the Label Studio tasks: add --format labelstudio")
+        if not os.path.isdir(ls_document_root):
+            raise InputError("expected the folder Label Studio serves the images from", path=ls_document_root,
+                             field="--ls-document-root")
     audit = load_audit(audit_dir)
     source, images_root = dataset_location(audit.manifest, audit_dir)
     dataset = dict(audit.manifest["dataset"], path=str(source.absolute()),
@@ -389,7 +502,7 @@ def export_corrections(audit_dir: str | Path, *, out: str | Path | None = None, 
     if use == "consensus":
         check_consensus(audit, path=Path(audit_dir) / POINTS)
     decisions = ReviewStore(audit_dir).latest()
-    table = corrections(audit, decisions, only=only, use=use)
+    table = corrections(audit, decisions, only=only, use=use, order=order)
     ds = load_audited_dataset(audit.manifest, audit_dir) if writes_labels or table_format != "csv" else None
     summary: dict = {"rows": len(table), "faces": int(table.image_id.nunique()), "use": use}
     labels_dir = None if labels_dir is None else Path(labels_dir)
@@ -405,14 +518,20 @@ def export_corrections(audit_dir: str | Path, *, out: str | Path | None = None, 
     if out is not None:
         out = Path(out)
         check_table_target(out, inputs)
+        if table_format == "labelstudio":
+            check_table_target(labelstudio_config_path(out), inputs)
         if table_format == "csv":
             write_csv(table, out)
         elif table_format == "fiftyone":
-            needs_review = set(audit.points.image_id[audit.points.is_label_issue.astype(bool)])
+            issues = audit.points[audit.points.is_label_issue.astype(bool)]
+            needs_review = set(undecided(issues, decisions).image_id)
             samples = to_fiftyone(table, ds, needs_review=needs_review, name=Path(audit_dir).name)
             atomic_write_text(out, json.dumps(samples, indent=1))
         else:
-            atomic_write_text(out, json.dumps(to_labelstudio(table, ds), indent=1))
+            tasks = to_labelstudio(table, ds, document_root=ls_document_root)
+            summary["config"] = labelstudio_config_path(out)
+            atomic_write_text(summary["config"], labelstudio_config(ds.scheme))
+            atomic_write_text(out, json.dumps(tasks, indent=1))
         summary["table"] = out
     if writes_labels:
         summary["labels"], summary["backup"] = write_labels(corrected, audit.manifest, labels_dir,

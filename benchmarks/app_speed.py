@@ -1,6 +1,7 @@
-"""Speed of the review app on a large audit: time to open it and time to move to the next item.
+"""Speed of the review app on a large audit: time to open it and time to move to the next item; with --report, the
+size of `auditor report`'s page and the time to write it.
 
-    .venv/bin/python benchmarks/app_speed.py [--faces 10000] [--repeats 10] [--workdir DIR]
+    .venv/bin/python benchmarks/app_speed.py [--faces 10000] [--repeats 10] [--workdir DIR] [--report]
 
 Builds a synthetic audit of `--faces` faces of 68 points (docs/audit_format.md; W = 17 heatmap windows, written as
 a memory map in chunks) whose faces reuse the positions, affines and images of sample_data/audit cyclically and
@@ -10,8 +11,11 @@ costs less). Prints a table and, last, one line of key=value pairs.
 
 - open: the first run of a fresh app on the audit, empty caches (the Overview page: reading and indexing the
   tables, the overview's aggregates and charts), and the first run of the Review page after it.
-- next item: a click on Accept (a decision written to SQLite, then the next undecided item drawn) and on Next,
-  each the median over `--repeats` clicks with the caches warm.
+- next item: a click on Accept (a decision written to SQLite, then the next undecided item drawn; on a whole face,
+  Accept all proposals) and on Next, each the median over `--repeats` clicks with the caches warm.
+- report (`--report`, instead of the app): `auditor report AUDIT -o report.html` run as a user runs it (a new
+  process, imports included), with the default 24 worst faces; the manifest is pointed at sample_data/faces first,
+  so that the thumbnails are cut from real images.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +36,7 @@ import pandas as pd
 
 from auditor.audit_dir import load_audit
 from auditor.geometry import apply_affine
+from auditor.triage import FACE
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data" / "audit"
@@ -127,12 +134,23 @@ def measure(audit_dir: Path, repeats: int) -> dict[str, float]:
     for _ in range(repeats):
         for name in timings:
             before = at.session_state["current"]
+            key = "accept_face" if name == "accept" and before[1] == FACE else name  # a whole face: Accept all
             t = time.perf_counter()
-            at.button(key=name).click().run()
+            at.button(key=key).click().run()
             timings[name].append(time.perf_counter() - t)
             assert not at.exception and at.session_state["current"] != before, (at.exception, before)
     return {"open_s": open_s, "review_open_s": review_s, "next_item_ms": median_ms(timings["accept"]),
             "next_button_ms": median_ms(timings["next"]), "queue_rows": queue}
+
+
+def measure_report(audit_dir: Path, out: Path) -> dict[str, float]:
+    """Seconds to write `auditor report` of the audit to `out` (a new process), and the page's size in MB."""
+    manifest = json.loads((audit_dir / "manifest.json").read_text())
+    manifest["dataset"]["path"] = str((SAMPLE / manifest["dataset"]["path"]).resolve())  # the sample's images
+    (audit_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "auditor.cli", "report", str(audit_dir), "-o", str(out)], check=True)
+    return {"report_s": time.perf_counter() - t, "report_mb": out.stat().st_size / 1e6}
 
 
 def main() -> None:
@@ -141,6 +159,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="clicks timed per button")
     parser.add_argument("--workdir", type=Path, default=None, help="where to build the audit (default: a temp dir, "
                         "removed afterwards)")
+    parser.add_argument("--report", action="store_true", help="measure `auditor report` instead of the app")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="app-speed-")) if args.workdir is None else args.workdir
     audit_dir = work / f"audit-{args.faces}"
@@ -150,10 +169,17 @@ def main() -> None:
             shutil.rmtree(audit_dir, ignore_errors=True)
             build_audit(audit_dir, args.faces)
         build_s = time.perf_counter() - t
-        result = measure(audit_dir, args.repeats)
+        result = measure_report(audit_dir, work / "report.html") if args.report else measure(audit_dir, args.repeats)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
+    if args.report:
+        print(f"report: {args.faces:,} faces x 68 points, built in {build_s:.1f} s, {os.cpu_count()} CPUs, load "
+              f"average {os.getloadavg()[0]:.2f}")
+        print(f"{'report.html size':42} {result['report_mb']:>7.1f} MB {'<= 15 MB':>8}")
+        print(f"{'report.html written (new process)':42} {result['report_s']:>8.1f} s {'<= 20 s':>8}")
+        print(f"report_mb={result['report_mb']:.2f} report_s={result['report_s']:.2f} faces={args.faces}")
+        return
     print(f"app speed: {args.faces:,} faces x 68 points, W = {SIDE}, built in {build_s:.1f} s, "
           f"{result['queue_rows']:,} points in the review queue, load average {os.getloadavg()[0]:.2f}")
     header = f"{'measure':42} {'time':>10} {'target':>8}"

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from auditor.audit_dir import audit_scheme
 from auditor.io import read_dataset, relative_image_path
-from auditor.review import ReviewStore
+from auditor.review import SCHEMA_VERSION, ReviewStore
 from auditor.synth import generate
 
 ISSUE_EVERY = 11  # every 11th (face, point) is flagged as an issue, so every face of 68 points has issues
@@ -117,7 +118,7 @@ def foreign(audit):
 def newer_schema(audit):
     ReviewStore(audit).record("face_0000", 0, "accept")
     con = sqlite3.connect(audit / "reviews.sqlite")
-    con.execute("UPDATE schema_version SET version = 2")
+    con.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
     con.commit()
     con.close()
 
@@ -127,6 +128,49 @@ def other_dataset_version(audit):
     manifest = json.loads((audit / "manifest.json").read_text())
     manifest["dataset"]["fingerprint"] = "f" * 64
     (audit / "manifest.json").write_text(json.dumps(manifest))
+
+
+def swap_sides(audit_dir: Path, image_id: str) -> np.ndarray:
+    """Flag the face `image_id` of the audit as one whose left and right sides are swapped, as the scoring does (every
+    labelled point with a flip partner: issue_type swapped_sides, a label issue); returns those points."""
+    points = pd.read_parquet(audit_dir / "points.parquet")
+    flip = audit_scheme(json.loads((audit_dir / "manifest.json").read_text()), audit_dir).flip_permutation
+    moved = (points.image_id == image_id) & (flip[points.point] != points.point)
+    points.loc[moved, "issue_type"], points.loc[moved, "is_label_issue"] = "swapped_sides", True
+    points.to_parquet(audit_dir / "points.parquet", index=False)
+    images = pd.read_parquet(audit_dir / "images.parquet")
+    images.loc[images.image_id == image_id, "swapped_sides"] = True
+    images.to_parquet(audit_dir / "images.parquet", index=False)
+    return points.point[moved].to_numpy()
+
+
+def write_v1_reviews(audit_dir: Path, rows: list[tuple]) -> None:
+    """AUDIT/reviews.sqlite as the auditor wrote it before face-level decisions (schema version 1), holding `rows`
+    (image_id, point, decision, x, y)."""
+    fingerprint = json.loads((audit_dir / "manifest.json").read_text())["dataset"]["fingerprint"]
+    con = sqlite3.connect(audit_dir / "reviews.sqlite")
+    con.executescript("""
+        CREATE TABLE schema_version (version INTEGER NOT NULL);
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE decisions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            image_id TEXT NOT NULL,
+            point INTEGER NOT NULL,
+            decision TEXT NOT NULL CHECK (decision IN ('accept', 'reject', 'edit')),
+            x REAL,
+            y REAL,
+            reviewer TEXT NOT NULL,
+            note TEXT,
+            created_at TEXT NOT NULL,
+            CHECK (decision != 'edit' OR (x IS NOT NULL AND y IS NOT NULL)));
+        CREATE INDEX decisions_by_point ON decisions (image_id, point, id);
+        INSERT INTO schema_version (version) VALUES (1);
+        PRAGMA journal_mode = WAL;""")
+    con.execute("INSERT INTO meta (key, value) VALUES ('dataset_fingerprint', ?)", (fingerprint,))
+    con.executemany("INSERT INTO decisions (image_id, point, decision, x, y, reviewer, note, created_at) VALUES "
+                    "(?, ?, ?, ?, ?, 'old', NULL, '2024-01-01T00:00:00.000000+00:00')", rows)
+    con.commit()
+    con.close()
 
 
 def move_first_point(pts):

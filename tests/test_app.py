@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import shutil
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -16,15 +17,24 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from auditor.audit_dir import load_audit, proposals
+from auditor.charts import annotator_ranking_figure
 from auditor.errors import InputError
+from auditor.export import corrections
 from auditor.review import ReviewStore
+from auditor.triage import FACE
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the `app` package lives beside `auditor`, which is the one installed
 
 from app.audit_view import load_heatmaps  # noqa: E402
-from app.charts import annotator_ranking_figure  # noqa: E402
-from app.figures import heatmap_figure, ideal_window, zoom_box  # noqa: E402
+from app.figures import (  # noqa: E402
+    heatmap_figure,
+    ideal_window,
+    zoom_box,
+    zoom_edges,
+    zoom_image,
+    zoom_to_image,
+)
 from app.text import md_text  # noqa: E402
 
 APP = ROOT / "app" / "main.py"
@@ -62,6 +72,19 @@ def run_app(page: str | None = None, **query: str) -> AppTest:
 
 def queue_table(at: AppTest) -> pd.DataFrame:
     return at.dataframe(key="queue").value
+
+
+def item_at(queue: pd.DataFrame, position: int) -> tuple[str, int]:
+    """The (image_id, point) of a row of the queue's table: point FACE for a whole face (its point is empty)."""
+    point = queue.point[position]
+    return str(queue.image_id[position]), FACE if pd.isna(point) else int(point)
+
+
+def gross_errors_only(at: AppTest) -> AppTest:
+    """The queue filtered to gross errors: points only (the sample's swapped faces, first by gain, are faces)."""
+    at.multiselect(key="f_types").set_value(["gross_error"]).run()
+    assert not at.exception, at.exception
+    return at
 
 
 def test_opens_the_sample_audit_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,34 +128,42 @@ def test_a_missing_audit_shows_an_error(audit_copy: Path) -> None:
     assert "no such audit directory" in at.code[0].value
 
 
-def test_queue_defaults_to_label_issues_by_score_and_filters(audit_copy: Path) -> None:
+def test_queue_groups_swapped_faces_orders_by_gain_and_filters(audit_copy: Path) -> None:
     points = load_audit(audit_copy).points
+    swapped = points.issue_type == "swapped_sides"
     at = run_app("Review")
     queue = queue_table(at)
-    assert len(queue) == int(points.is_label_issue.sum())
-    assert queue.label_score.is_monotonic_increasing
+    faces = queue[queue.point.isna()]
+    assert set(faces.image_id) == set(points.image_id[swapped]) and (faces.issue_type == "swapped_sides").all()
+    assert len(queue) == points.image_id[swapped].nunique() + int((points.is_label_issue & ~swapped).sum())
+    assert queue.gain.is_monotonic_decreasing
+    assert at.session_state["current"] == item_at(queue, 0) and at.session_state["current"][1] == FACE
+    at.radio(key="f_order").set_value("score").run()
+    assert queue_table(at).label_score.is_monotonic_increasing
 
     at.checkbox(key="f_issues_only").uncheck()
     at.multiselect(key="f_groups").set_value(["mouth"]).run()
     queue = queue_table(at)
-    assert len(queue) == int((points.group == "mouth").sum())
-    assert set(queue.group) == {"mouth"}
+    mouth = points.group == "mouth"
+    assert len(queue) == int((mouth & ~swapped).sum()) + points.image_id[mouth & swapped].nunique()
+    assert set(queue.group) == {"mouth", ""}  # a whole face has no group
 
     at.multiselect(key="f_types").set_value(["gross_error"])
     at.text_input(key="f_image").set_value("face_001").run()
     queue = queue_table(at)
-    expected = points[(points.group == "mouth") & (points.issue_type == "gross_error")
+    expected = points[mouth & (points.issue_type == "gross_error")
                       & points.image_id.str.contains("face_001", regex=False)]
     assert len(queue) == len(expected) > 0
-    assert at.session_state["current"] == (queue.image_id[0], queue.point[0])  # the selection follows the queue
+    assert at.session_state["current"] == item_at(queue, 0)  # the selection follows the queue
 
 
 def test_accept_records_at_once_and_moves_on(audit_copy: Path) -> None:
-    at = run_app("Review")
+    at = gross_errors_only(run_app("Review"))
     queue = queue_table(at)
     first = (queue.image_id[0], int(queue.point[0]))
     assert at.session_state["current"] == first
     assert (at.query_params["image"], at.query_params["point"]) == (first[0], str(first[1]))
+    assert {m.label: m.value for m in at.metric}["Error removed so far (NME)"] == "0.000"
 
     at.button(key="accept").click().run()
     latest = ReviewStore(audit_copy).latest()
@@ -144,10 +175,12 @@ def test_accept_records_at_once_and_moves_on(audit_copy: Path) -> None:
     assert at.session_state["current"] == (queue.image_id[1], int(queue.point[1]))
     assert queue_table(at).decision[0] == "accept"
     assert "1 of" in at.get("progress")[0].proto.text
+    removed = corrections(load_audit(audit_copy), latest, only="accepted").displacement_nme.sum()
+    assert {m.label: m.value for m in at.metric}["Error removed so far (NME)"] == f"{removed:.3f}" != "0.000"
 
 
 def test_reject_and_edit(audit_copy: Path) -> None:
-    at = run_app("Review")
+    at = gross_errors_only(run_app("Review"))
     queue = queue_table(at)
     at.button(key="reject").click().run()
     at.number_input(key="edit_x").set_value(12.5)
@@ -165,9 +198,9 @@ def test_next_and_previous_walk_the_queue(audit_copy: Path) -> None:
     queue = queue_table(at)
     at.button(key="next").click().run()
     at.button(key="next").click().run()
-    assert at.session_state["current"] == (queue.image_id[2], int(queue.point[2]))
+    assert at.session_state["current"] == item_at(queue, 2)
     at.button(key="previous").click().run()
-    assert at.session_state["current"] == (queue.image_id[1], int(queue.point[1]))
+    assert at.session_state["current"] == item_at(queue, 1)
     assert ReviewStore(audit_copy).latest().empty
 
 
@@ -178,7 +211,8 @@ def test_deep_link_opens_the_item(audit_copy: Path) -> None:
     assert at.sidebar.radio(key="page").value == "Review"
     assert at.session_state["current"] == (quiet.image_id, int(quiet.point))
     assert any("not in the queue" in m.value for m in at.markdown)
-    assert len(at.get("plotly_chart")) == 4  # face, zoom, heatmap, surfaces
+    assert len(at.get("plotly_chart")) == 3  # face, heatmap, surfaces
+    assert len(at.get("component_instance")) == 1  # the zoom to click on
     assert not at.warning  # the face's image was found through the manifest's relative dataset path
 
 
@@ -187,10 +221,10 @@ def test_review_without_heatmaps_or_images(audit_copy: Path) -> None:
     manifest = json.loads((audit_copy / "manifest.json").read_text())
     manifest["dataset"]["path"] = str(audit_copy / "moved")
     (audit_copy / "manifest.json").write_text(json.dumps(manifest))
-    at = run_app("Review")
+    at = gross_errors_only(run_app("Review"))
     assert "No heatmap store" in at.info[0].value
     assert "Image not found" in at.warning[0].value
-    assert len(at.get("plotly_chart")) == 2  # the face and the zoom, points alone
+    assert len(at.get("plotly_chart")) == 1 and len(at.get("component_instance")) == 1  # face and zoom, points alone
     at.button(key="accept").click().run()
     assert len(ReviewStore(audit_copy).latest()) == 1
 
@@ -215,14 +249,14 @@ def test_another_audit_from_the_sidebar(audit_copy: Path, tmp_path: Path) -> Non
     at.button(key="next").click().run()
     at.sidebar.text_input(key="audit_dir").set_value(str(other)).run()
     assert not at.exception
-    assert at.session_state["current"] == (queue_table(at).image_id[0], int(queue_table(at).point[0]))
-    at.button(key="accept").click().run()
+    assert at.session_state["current"] == item_at(queue_table(at), 0)
+    gross_errors_only(at).button(key="accept").click().run()
     assert len(ReviewStore(other).latest()) == 1
     assert ReviewStore(audit_copy).latest().empty
 
 
 def test_export_offers_the_accepted_corrections(audit_copy: Path) -> None:
-    at = run_app("Review")
+    at = gross_errors_only(run_app("Review"))
     first = queue_table(at).iloc[0]
     at.button(key="accept").click().run()
     at.sidebar.radio(key="page").set_value("Export").run()
@@ -234,6 +268,85 @@ def test_export_offers_the_accepted_corrections(audit_copy: Path) -> None:
     assert list(zip(table.image_id, table.point, table.decision, strict=True)) == [
         (first.image_id, first.point, "accept")]
     assert not any(audit_copy.glob("*.csv"))  # the audit directory holds no export
+
+
+def decision_rows(audit: Path) -> list[tuple]:
+    """Every row of the decisions table: (image_id, point, decision)."""
+    with sqlite3.connect(audit / "reviews.sqlite") as con:
+        return con.execute("SELECT image_id, point, decision FROM decisions ORDER BY id").fetchall()
+
+
+def test_a_swapped_face_is_fixed_in_one_action(audit_copy: Path) -> None:
+    at = run_app("Review")
+    queue = queue_table(at)
+    face = at.session_state["current"][0]
+    assert at.session_state["current"] == (face, FACE) and at.query_params["point"] == "face"
+    at.button(key="mirror_face").click().run()
+    assert decision_rows(audit_copy) == [(face, None, "mirror")]  # one decision, on the face
+    a = load_audit(audit_copy)
+    latest = ReviewStore(audit_copy).latest()
+    swapped = a.points[(a.points.image_id == face) & (a.points.issue_type == "swapped_sides")]
+    assert sorted(latest.point) == sorted(swapped.point) and set(latest.decision) == {"mirror"}
+    assert at.session_state["current"] == item_at(queue, 1)  # and on to the next item
+    assert queue_table(at).decision[0] == "mirror"
+    removed = corrections(a, latest, only="accepted").displacement_nme.sum()
+    assert {m.label: m.value for m in at.metric}["Error removed so far (NME)"] == f"{removed:.3f}"
+    assert f"mirrored {len(swapped):,})" in at.get("progress")[0].proto.text and removed > 1.0
+
+
+def test_accept_all_and_reject_all_decide_a_face_in_one_action(audit_copy: Path) -> None:
+    points = load_audit(audit_copy).points
+    at = gross_errors_only(run_app("Review"))
+    for button, decision in (("accept_face", "accept"), ("reject_face", "reject")):
+        image_id = at.session_state["current"][0]
+        at.button(key="open_face").click().run()
+        assert at.session_state["current"] == (image_id, FACE)
+        flagged = points[(points.image_id == image_id) & points.is_label_issue]
+        assert len(at.dataframe(key="face_points").value) == len(flagged)
+        before = len(decision_rows(audit_copy)) if (audit_copy / "reviews.sqlite").exists() else 0
+        at.button(key=button).click().run()
+        rows = decision_rows(audit_copy)[before:]
+        assert sorted(rows) == sorted((image_id, int(k), decision) for k in flagged.point)  # one click: all of them
+        assert at.session_state["current"][0] != image_id
+
+
+def test_a_click_places_the_point_arrows_nudge_it_and_the_zoom_stays(audit_copy: Path) -> None:
+    at = gross_errors_only(run_app("Review"))
+    at.radio(key="zoom").set_value(8).run()
+    item, edges = at.session_state["zoom_shown"]
+    assert item == at.session_state["current"]
+    at.session_state["zoom_click"] = {"x": 90, "y": 270, "width": 360, "height": 360, "unix_time": 1}
+    at.run()
+    x, y = zoom_to_image((90, 270), edges, (360, 360))
+    assert (at.number_input(key="edit_x").value, at.number_input(key="edit_y").value) == pytest.approx(
+        (round(x, 2), round(y, 2)))
+    at.button(key="nudge_right").click().run()
+    at.button(key="nudge_up").click().run()
+    next(b for b in at.button if b.label == "Edit").click().run()
+    edited = ReviewStore(audit_copy).latest().set_index(["image_id", "point"]).loc[item]
+    assert (edited.decision, edited.x, edited.y) == ("edit", pytest.approx(x + 1, abs=0.01),
+                                                     pytest.approx(y - 1, abs=0.01))
+    following, zoom = at.session_state["zoom_shown"]
+    assert following == at.session_state["current"] != item
+    assert at.radio(key="zoom").value == 8 and (zoom[2] - zoom[0]) == pytest.approx(edges[2] - edges[0], abs=2)
+    at.sidebar.radio(key="page").set_value("Overview").run()
+    at.sidebar.radio(key="page").set_value("Review").run()
+    assert at.radio(key="zoom").value == 8  # and across pages
+    # a click made on another item's zoom, or one already placed, moves nothing
+    placed = (at.number_input(key="edit_x").value, at.number_input(key="edit_y").value)
+    at.run()
+    assert (at.number_input(key="edit_x").value, at.number_input(key="edit_y").value) == placed
+
+
+def test_the_zoom_maps_display_pixels_back_to_the_image() -> None:
+    edges = zoom_edges((10, 20, 30, 35))  # 20 x 15 image px
+    assert edges == (9.5, 19.5, 29.5, 34.5)
+    image = zoom_image(None, edges, [("placed", np.array([14.0, 22.0]))], width=200)
+    assert image.size == (200, 150)  # 10 display px an image px
+    # the mark at (14, 22) is drawn at the display position (45, 25); a click there, on its pixel's centre
+    assert zoom_to_image((45, 25), edges, image.size) == pytest.approx((14.05, 22.05))
+    pixels = np.asarray(image)
+    assert tuple(pixels[25, 45]) != tuple(pixels[5, 5])  # the mark is drawn there
 
 
 def test_ideal_window_peaks_at_its_centre() -> None:
@@ -386,6 +499,7 @@ def test_export_offers_the_consensus_when_the_dataset_names_annotators(annotated
     table = pd.read_csv(io.BytesIO(at.session_state["export_result"]["data"]))
     points = load_audit(annotated_audit).points
     assert len(table) == len(points) and set(table.source) == {"consensus"}
-    np.testing.assert_allclose(table.x_corrected, points.x_consensus, atol=1e-5)
+    table = table.merge(points[["image_id", "point", "x_consensus"]], on=["image_id", "point"])  # in queue order
+    np.testing.assert_allclose(table.x_corrected, table.x_consensus, atol=1e-5)
     at.sidebar.text_input(key="audit_dir").set_value(str(SAMPLE)).run()
     assert not at.exception and not [r for r in at.radio if r.key == "export_use"]  # no annotators: no choice

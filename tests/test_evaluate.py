@@ -1,4 +1,5 @@
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -6,16 +7,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from auditor.audit_dir import load_audit
 from auditor.errors import InputError
 from auditor.evaluate import (
     auroc,
     average_precision,
     detection_table,
+    error_removed_by_queue,
     label_kinds,
+    planted_offsets,
     read_noise,
     recall_at_precision,
     swap_table,
 )
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 
 
 def brute_auroc(scores, positive):
@@ -99,3 +105,29 @@ def test_truth_table_measures_each_position_and_the_accepted_proposals(tmp_path)
     assert table.loc["searched", "all"] == pytest.approx(0.0)
     assert table.loc["predicted", "all"] == pytest.approx(0.3)
     assert table.loc["corrected", "all"] == pytest.approx(np.sqrt(2) / 10 * (n * k - 5) / (n * k))
+
+
+def test_planted_offsets_sum_the_errors_only():
+    points = pd.DataFrame({"image_id": ["a", "a", "b"], "point": [0, 1, 0]})
+    noise = pd.DataFrame({"image_id": ["a", "a", "a", "b"], "point": [0, 0, 1, 0],
+                          "kind": ["jitter", "gross", "slide", "swap"], "dx": [1.0, 2.0, 3.0, 4.0],
+                          "dy": [0.5, -1.0, 0.0, 2.0], "magnitude_nme": [0.0] * 4})
+    np.testing.assert_array_equal(planted_offsets(points, noise), [[2.0, -1.0], [0.0, 0.0], [4.0, 2.0]])
+
+
+def test_the_queue_removes_planted_error_first_where_it_is_largest():
+    audit = load_audit(SAMPLE / "audit")
+    noise = read_noise(SAMPLE / "truth" / "noise.csv")
+    runs = {(order, grouped): error_removed_by_queue(audit, noise, order=order, group_faces=grouped)
+            for order in ("gain", "score") for grouped in (True, False)}
+    grouped = runs["gain", True]
+    assert grouped["reviewed"] == int(np.ceil(0.1 * grouped["items"]))
+    assert grouped["items"] < runs["gain", False]["items"]
+    # a swapped face fixed by one mirror removes more than any point: the first tenth of the grouped queue, in either
+    # order, removes most of all the planted error, several times what one item per point does
+    for order in ("gain", "score"):
+        assert runs[order, True]["fixed_nme"] > 0.8 * grouped["planted_nme"]
+        assert runs[order, True]["accepted_nme"] > 2 * runs[order, False]["accepted_nme"]
+    assert runs["gain", False]["accepted_nme"] > runs["score", False]["accepted_nme"]
+    whole = error_removed_by_queue(audit, noise, order="gain", fraction=1.0)
+    assert whole["fixed_nme"] == pytest.approx(whole["planted_nme"], rel=0.1)  # the issues hold most of the error

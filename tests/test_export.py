@@ -1,10 +1,13 @@
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+from urllib.parse import parse_qs, urlparse
+from xml.etree import ElementTree
 
 import numpy as np
 import pandas as pd
@@ -17,14 +20,23 @@ from audit_fixture import (
     corrupt,
     move_first_point,
     other_dataset_version,
+    swap_sides,
     write_audit,
 )
 
-from auditor.audit_dir import load_audit, proposals
+from auditor.audit_dir import audit_scheme, load_audit, proposals
 from auditor.errors import InputError
-from auditor.export import CSV_COLUMNS, corrections, export_corrections
+from auditor.export import (
+    CSV_COLUMNS,
+    KEYPOINTS_FIELD,
+    corrections,
+    export_corrections,
+    labelstudio_config,
+    local_files_url,
+)
 from auditor.io import read_dataset, write_dataset
 from auditor.review import ReviewStore, bulk_decisions
+from auditor.schemes import LandmarkScheme, scheme_from_json
 
 
 def decide(audit):
@@ -153,14 +165,195 @@ def test_fiftyone_and_labelstudio_coordinates(audit, tmp_path):
 
     export_corrections(audit, out=tmp_path / "ls.json", format="labelstudio", only="issues")
     tasks = json.loads((tmp_path / "ls.json").read_text())
-    assert len(tasks) == 6 and {t["data"]["image_ids"][0] for t in tasks} == {f"face_{i:04d}" for i in range(6)}
-    result = tasks[0]["predictions"][0]["result"]
+    by_face = {t["data"]["image_id"]: t for t in tasks}
+    assert len(tasks) == 6 and sorted(by_face) == [f"face_{i:04d}" for i in range(6)]  # one task per face
+    result = by_face["face_0000"]["predictions"][0]["result"]
     edited = next(r for r in result if r["id"] == "face_0000/0")
     assert edited["type"] == "keypointlabels" and (edited["from_name"], edited["to_name"]) == ("keypoints", "image")
     assert (edited["original_width"], edited["original_height"]) == (128, 128)
     assert edited["value"]["x"] == pytest.approx(100 * 30.0 / 128)
     assert edited["value"]["y"] == pytest.approx(100 * 40.0 / 128)
     assert edited["value"]["keypointlabels"] == ["jaw_0"]
+
+
+def served_path(task: dict) -> str:
+    """The image path below the document root that a task's local-files URL names, decoded as Label Studio does."""
+    url = urlparse(task["data"]["image"])
+    assert url.path == "/data/local-files/"
+    d, = parse_qs(url.query)["d"]
+    return d
+
+
+def _config_labels(config: str) -> dict[str, int]:
+    """A Label Studio config's keypoint labels: value -> model_index, checking the tags the tasks name."""
+    view = ElementTree.fromstring(config)
+    image, = view.iter("Image")
+    keypoints, = view.iter("KeyPointLabels")
+    assert (image.get("name"), image.get("value")) == ("image", "$image")
+    assert (keypoints.get("name"), keypoints.get("toName")) == ("keypoints", "image")
+    return {label.get("value"): int(label.get("model_index")) for label in keypoints.iter("Label")}
+
+
+def test_labelstudio_config_numbers_every_point_in_the_schemes_order(audit, tmp_path):
+    summary = export_corrections(audit, out=tmp_path / "tasks.json", format="labelstudio", only="all")
+    assert summary["config"] == tmp_path / "tasks.label_config.xml"
+    labels = _config_labels(summary["config"].read_text())
+    scheme = load_audit(audit).manifest["scheme"]
+    assert list(labels) == [p["name"] for p in scheme["points"]] and list(labels.values()) == list(range(68))
+    tasks = json.loads((tmp_path / "tasks.json").read_text())
+    assert len(tasks) == 6 and all(len(t["predictions"][0]["result"]) == 68 for t in tasks)
+    for task in tasks:  # every pre-annotation names a label of the config, the one of its point
+        for r in task["predictions"][0]["result"]:
+            assert (r["from_name"], r["to_name"], r["type"]) == ("keypoints", "image", "keypointlabels")
+            assert labels[r["value"]["keypointlabels"][0]] == int(r["id"].rsplit("/", 1)[1])
+            assert 0 <= r["value"]["x"] <= 100 and 0 <= r["value"]["y"] <= 100
+
+    odd = LandmarkScheme("odd", ('left "eye" <1> & more', "nose"), ("g", "g"), (False, False), (), ())
+    assert _config_labels(labelstudio_config(odd)) == {'left "eye" <1> & more': 0, "nose": 1}
+
+
+def test_labelstudio_image_urls_are_local_files_urls(base, audit, tmp_path):
+    faces = base[0]
+    export_corrections(audit, out=tmp_path / "tasks.json", format="labelstudio", only="issues")
+    tasks = json.loads((tmp_path / "tasks.json").read_text())
+    assert {t["data"]["image"] for t in tasks} == {f"/data/local-files/?d=face_{i:04d}.jpg" for i in range(6)}
+    root = faces.parent.parent  # default above: the dataset's root
+    export_corrections(audit, out=tmp_path / "tasks.json", format="labelstudio", only="issues", ls_document_root=root)
+    for task in json.loads((tmp_path / "tasks.json").read_text()):
+        d = served_path(task)
+        assert d == f"syn/faces/{task['data']['image_id']}.jpg" and (root / d).is_file()
+
+    odd = tmp_path / "images" / "set 1" / "a b#1&c.jpg"
+    odd.parent.mkdir(parents=True)
+    odd.touch()
+    url = local_files_url(odd, tmp_path / "images")
+    assert url == "/data/local-files/?d=set%201/a%20b%231%26c.jpg"
+    assert parse_qs(urlparse(url).query)["d"] == ["set 1/a b#1&c.jpg"]
+
+    (tmp_path / "elsewhere").mkdir()
+    for kwargs, message in (({"ls_document_root": tmp_path / "elsewhere"}, "outside the Label Studio document root"),
+                            ({"ls_document_root": tmp_path / "nope"}, "expected the folder Label Studio serves"),
+                            ({"ls_document_root": root, "format": "fiftyone"}, "add --format labelstudio")):
+        with pytest.raises(InputError, match=message):
+            export_corrections(audit, out=tmp_path / "other.json", only="issues", **{"format": "labelstudio", **kwargs})
+    assert not (tmp_path / "other.json").exists() and not (tmp_path / "other.label_config.xml").exists()
+
+
+LS_TO_COCO = textwrap.dedent("""
+    import sys
+    from label_studio_sdk.converter import Converter
+
+    config, tasks, out = sys.argv[1:]
+    Converter(config, project_dir=None).convert_to_coco(tasks, out, is_dir=False)
+""")
+
+
+def test_labelstudio_export_converts_to_coco_keypoints_with_label_studios_converter(base, audit, tmp_path):
+    """Label Studio's own COCO export (label-studio-sdk's converter, which the server runs) of the tasks once an
+    annotator submits the pre-annotations, the images read through the local-files storage."""
+    pytest.importorskip("label_studio_sdk.converter.converter")
+    decide(audit)
+    root = base[0].parent
+    summary = export_corrections(audit, out=tmp_path / "tasks.json", format="labelstudio", only="all",
+                                 ls_document_root=root)
+    tasks = json.loads((tmp_path / "tasks.json").read_text())
+    for n, task in enumerate(tasks):  # what Label Studio's JSON export holds once each pre-annotation is submitted
+        task["id"] = n + 1
+        task["annotations"] = [{"id": n + 1, "result": task["predictions"][0]["result"], "was_cancelled": False}]
+    (tmp_path / "annotated.json").write_text(json.dumps(tasks))
+    env = {**os.environ, "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(root)}
+    r = subprocess.run([sys.executable, "-c", LS_TO_COCO, str(summary["config"]), str(tmp_path / "annotated.json"),
+                        str(tmp_path / "coco")], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    coco = json.loads((tmp_path / "coco" / "result.json").read_text())
+    category, = coco["categories"]
+    assert category["keypoints"] == [p["name"] for p in load_audit(audit).manifest["scheme"]["points"]]
+    assert len(coco["images"]) == len(coco["annotations"]) == 6
+    for image in coco["images"]:  # copied from the local-files storage's document root
+        assert (image["width"], image["height"]) == (128, 128) and (tmp_path / "coco" / image["file_name"]).is_file()
+    table = corrections(load_audit(audit), ReviewStore(audit).latest(), only="all").set_index("image_id")
+    for annotation in coco["annotations"]:
+        image_id = tasks[annotation["image_id"]]["data"]["image_id"]  # COCO images are numbered in task order
+        keypoints = np.reshape(annotation["keypoints"], (68, 3))
+        assert (keypoints[:, 2] == 2).all() and annotation["num_keypoints"] == 68
+        xy = table.loc[image_id].sort_values("point")[["x_corrected", "y_corrected"]].to_numpy()
+        np.testing.assert_allclose(keypoints[:, :2], xy, atol=0.5 + 1e-6)  # the converter rounds to whole pixels
+        if image_id == "face_0000":
+            assert keypoints[0, :2].tolist() == [30, 40]  # the edit
+
+
+FIFTYONE_DEFAULT_FIELDS = {"id", "filepath", "tags", "metadata", "created_at", "last_modified_at"}
+FIFTYONE_FIELD = re.compile(r"fiftyone\.core\.fields\.\w+(\(fiftyone\.core\.\w+\.\w+\))?")
+
+
+def filter_keypoints(points: list, skeleton: dict, labels: list[str]) -> list:
+    """FiftyOne's `filter_keypoints(field, labels=...)` on one keypoint: the points whose skeleton label is not in
+    `labels` become NaN."""
+    keep = {i for i, label in enumerate(skeleton["labels"]) if label in set(labels)}
+    return [p if i in keep else [np.nan, np.nan] for i, p in enumerate(points)]
+
+
+@pytest.mark.parametrize("fixture", ["audit", "annotated"])
+def test_fiftyone_dataset_declares_its_fields_and_the_skeleton(request, tmp_path, fixture):
+    """The layout `fo.Dataset.from_dict` reads: it adds samples without expanding the schema, so every field beyond
+    an image sample's defaults must be declared, as `str(field)`; the default skeleton names the points."""
+    audit = request.getfixturevalue(fixture)
+    export_corrections(audit, out=tmp_path / "fo.json", format="fiftyone", only="all")
+    d = json.loads((tmp_path / "fo.json").read_text())
+    assert set(d) == {"name", "media_type", "sample_fields", "default_skeleton", "samples"}
+    for sample in d["samples"]:
+        assert set(sample) - FIFTYONE_DEFAULT_FIELDS <= set(d["sample_fields"])
+    assert all(FIFTYONE_FIELD.fullmatch(f) for f in d["sample_fields"].values())
+    assert d["sample_fields"]["human"] == d["sample_fields"]["keypoints"] == KEYPOINTS_FIELD
+    assert ("annotators" in d["sample_fields"]) == (fixture == "annotated")
+
+    scheme = scheme_from_json(load_audit(audit).manifest["scheme"])
+    skeleton = d["default_skeleton"]
+    assert skeleton["_cls"] == "KeypointSkeleton" and skeleton["labels"] == list(scheme.point_names)
+    pairs = {tuple(sorted(ab)) for edge in skeleton["edges"] for ab in zip(edge, edge[1:], strict=False)}
+    assert pairs == set(map(tuple, scheme.chain_pairs().tolist()))  # the contours' lines, each chain one list
+
+    points = d["samples"][0]["keypoints"]["keypoints"][0]["points"]
+    kept = filter_keypoints(points, skeleton, [scheme.point_names[0], scheme.point_names[30]])
+    assert [k for k, p in enumerate(kept) if np.isfinite(p).all()] == [0, 30]
+    assert kept[30] == points[30]
+
+
+def test_needs_review_marks_only_images_with_an_undecided_issue(audit, tmp_path):
+    points = load_audit(audit).points
+    issues = points[points.is_label_issue]
+    store = ReviewStore(audit)
+    store.record_many(bulk_decisions(issues[issues.image_id == "face_0000"], "reject"))  # face_0000: all decided
+    store.record_many(bulk_decisions(issues[issues.image_id == "face_0001"].iloc[:1], "accept"))  # one of face_0001
+    export_corrections(audit, out=tmp_path / "fo.json", format="fiftyone", only="all")
+    tagged = {s["keypoints"]["keypoints"][0]["image_id"]: s["tags"]
+              for s in json.loads((tmp_path / "fo.json").read_text())["samples"]}
+    assert tagged == {"face_0000": [], **{f"face_{i:04d}": ["needs_review"] for i in range(1, 6)}}
+
+
+def test_exported_image_paths_are_normalised(base, audit, tmp_path):
+    manifest = json.loads((audit / "manifest.json").read_text())
+    manifest["dataset"]["path"] = os.path.relpath(base[0], audit)  # as the audit stores it: '../..' from the audit
+    (audit / "manifest.json").write_text(json.dumps(manifest))
+    export_corrections(audit, out=tmp_path / "fo.json", format="fiftyone", only="issues")
+    export_corrections(audit, out=tmp_path / "ls.json", format="labelstudio", only="issues")
+    paths = sorted(s["filepath"] for s in json.loads((tmp_path / "fo.json").read_text())["samples"])
+    assert paths == [str(base[0].absolute() / f"face_{i:04d}.jpg") for i in range(6)]
+    assert all(os.path.isabs(p) and os.path.normpath(p) == p and ".." not in p.split(os.sep) for p in paths)
+    served = sorted(served_path(t) for t in json.loads((tmp_path / "ls.json").read_text()))
+    assert served == [f"face_{i:04d}.jpg" for i in range(6)]
+
+
+def test_cli_labelstudio(base, audit, tmp_path):
+    r = auditor("export-corrections", audit, "-o", tmp_path / "tasks.json", "--format", "labelstudio", "--only",
+                "issues", "--ls-document-root", base[0].parent)
+    assert r.returncode == 0, r.stderr
+    assert f"labelling config to {tmp_path / 'tasks.label_config.xml'}" in r.stdout
+    tasks = json.loads((tmp_path / "tasks.json").read_text())
+    assert {served_path(t) for t in tasks} == {f"faces/face_{i:04d}.jpg" for i in range(6)}
+    r = auditor("export-corrections", audit, "-o", tmp_path / "t.json", "--format", "labelstudio", "--only", "issues",
+                "--ls-document-root", tmp_path)
+    assert_one_line_error(r, "outside the Label Studio document root", "faces/face_", "--ls-document-root")
 
 
 def test_option_errors(audit, tmp_path):
@@ -355,15 +548,54 @@ def test_fiftyone_and_labelstudio_carry_the_annotator(annotated, audit, tmp_path
 
     export_corrections(annotated, out=tmp_path / "ls.json", format="labelstudio", only="all")
     tasks = json.loads((tmp_path / "ls.json").read_text())
-    assert len(tasks) == len(images)  # one per image and annotator: each annotator labels a face once here
-    assert {(t["data"]["annotator"], t["data"]["image"].rsplit("/", 1)[-1]) for t in tasks} == set(
+    assert len(tasks) == len(images)  # one per face
+    assert {(t["data"]["annotator"], os.path.basename(served_path(t))) for t in tasks} == set(
         zip(images.annotator, images.image_path, strict=True))
     for task in tasks:
-        assert all(i.split("/")[0] == task["data"]["annotator"] for i in task["data"]["image_ids"])
-        assert {r["id"].rsplit("/", 1)[0] for r in task["predictions"][0]["result"]} == set(task["data"]["image_ids"])
+        assert task["data"]["image_id"].split("/")[0] == task["data"]["annotator"]
+        assert {r["id"].rsplit("/", 1)[0] for r in task["predictions"][0]["result"]} == {task["data"]["image_id"]}
 
     export_corrections(audit, out=tmp_path / "plain_fo.json", format="fiftyone", only="all")
     export_corrections(audit, out=tmp_path / "plain_ls.json", format="labelstudio", only="all")
     sample = json.loads((tmp_path / "plain_fo.json").read_text())["samples"][0]
     assert "annotators" not in sample and "annotator" not in sample["keypoints"]["keypoints"][0]
     assert all("annotator" not in t["data"] for t in json.loads((tmp_path / "plain_ls.json").read_text()))
+
+
+def test_a_mirrored_face_exports_and_writes_every_partners_label(base, audit, tmp_path):
+    moved = swap_sides(audit, "face_0001")
+    store = decide(audit)
+    store.record_face("face_0001")
+    a = load_audit(audit)
+    flip = audit_scheme(a.manifest, audit).flip_permutation
+    human = a.points.set_index(["image_id", "point"])[["x_human", "y_human"]]
+    accepted = corrections(a, store.latest(), only="accepted", order=None)
+    mirrored = accepted[accepted.image_id == "face_0001"].set_index("point")
+    assert sorted(mirrored.index) == sorted(moved) and set(mirrored.source) == {"mirrored"}
+    assert set(mirrored.decision) == {"mirror"}
+    np.testing.assert_allclose(mirrored[["x_corrected", "y_corrected"]].to_numpy(),
+                               human.loc["face_0001"].loc[flip[mirrored.index]].to_numpy())
+    summary = export_corrections(audit, out=tmp_path / "c.csv", labels_dir=tmp_path / "labels", format="pts")
+    assert summary["applied"] == 3 + len(moved)
+    table = pd.read_csv(tmp_path / "c.csv", keep_default_na=False)
+    assert (table.source == "mirrored").sum() == len(moved)
+    original, back = read_dataset(base[0]), read_dataset(summary["labels"])
+    np.testing.assert_allclose(back.landmarks[1], original.landmarks[1][flip], atol=1e-6)  # the face, mirrored
+    np.testing.assert_allclose(back.landmarks[2:], original.landmarks[2:], atol=1e-6)
+
+
+def test_the_export_follows_the_review_queues_order(audit, tmp_path):
+    moved = swap_sides(audit, "face_0004")
+    r = auditor("export-corrections", audit, "-o", tmp_path / "gain.csv", "--only", "issues")
+    assert r.returncode == 0, r.stderr
+    by_gain = pd.read_csv(tmp_path / "gain.csv", keep_default_na=False)
+    first = by_gain.iloc[:len(moved)]  # the swapped face: the most error to remove, its points together, in order
+    assert (first.image_id == "face_0004").all() and first.point.is_monotonic_increasing
+    r = auditor("export-corrections", audit, "-o", tmp_path / "score.csv", "--only", "issues", "--order", "score")
+    assert r.returncode == 0, r.stderr
+    by_score = pd.read_csv(tmp_path / "score.csv", keep_default_na=False)
+    assert sorted(zip(by_score.image_id, by_score.point, strict=True)) == sorted(
+        zip(by_gain.image_id, by_gain.point, strict=True))
+    assert by_score[by_score.image_id != "face_0004"].label_score.is_monotonic_increasing
+    assert_one_line_error(auditor("export-corrections", audit, "-o", tmp_path / "x.csv", "--order", "best"),
+                          "unknown order")

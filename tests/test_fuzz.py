@@ -393,7 +393,7 @@ REVIEWS = (["--accept-where", "label_score < 0.5", "--yes"], ["--reject-where", 
 EXPORTS = ((["-o", "out.csv"], ("out.csv",)), (["-o", "out.csv", "--only", "all"], ("out.csv",)),
            (["-o", "out.csv", "--only", "issues"], ("out.csv",)),
            (["--format", "fiftyone", "-o", "out.json"], ("out.json",)),
-           (["--format", "labelstudio", "-o", "out.json"], ("out.json",)),
+           (["--format", "labelstudio", "-o", "out.json"], ("out.json", "out.label_config.xml")),
            (["-o", "out.csv", "--write-labels", "labels"], ("out.csv", "labels")),
            (["--write-labels", "labels"], ("labels",)), (["--write-labels", "labels", "--format", "csv"], ("labels",)),
            (["--write-labels", "labels", "--format", "coco"], ("labels",)))

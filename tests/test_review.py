@@ -17,11 +17,14 @@ from audit_fixture import (
     foreign,
     newer_schema,
     other_dataset_version,
+    swap_sides,
+    write_v1_reviews,
 )
 
 from auditor.audit_dir import load_audit
 from auditor.errors import InputError
-from auditor.review import ReviewStore, bulk_decisions, select_points
+from auditor.review import ReviewStore, bulk_decisions, in_queue_order, select_points
+from auditor.triage import FACE
 
 
 def test_latest_decision_wins_and_history_keeps_all(audit):
@@ -45,21 +48,78 @@ def test_schema_wal_and_fingerprint(audit):
     ReviewStore(audit).record("face_0000", 0, "accept")
     con = sqlite3.connect(audit / "reviews.sqlite")
     assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert con.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    assert con.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
     fingerprint = json.loads((audit / "manifest.json").read_text())["dataset"]["fingerprint"]
     assert con.execute("SELECT value FROM meta WHERE key = 'dataset_fingerprint'").fetchone() == (fingerprint,)
-    with pytest.raises(sqlite3.IntegrityError):  # the table itself refuses an unknown decision
-        con.execute("INSERT INTO decisions (image_id, point, decision, reviewer, created_at) "
-                    "VALUES ('a', 0, 'maybe', 'r', 't')")
+    for values in ("'a', 0, 'maybe'", "'a', NULL, 'accept'", "'a', 3, 'mirror'"):
+        with pytest.raises(sqlite3.IntegrityError):  # the table itself refuses an unknown or misplaced decision
+            con.execute(f"INSERT INTO decisions (image_id, point, decision, reviewer, created_at) "
+                        f"VALUES ({values}, 'r', 't')")
 
 
 def test_bad_decisions_are_refused(audit):
     store = ReviewStore(audit)
     for kwargs in ({"decision": "maybe"}, {"decision": "edit"}, {"decision": "edit", "x": 1.0},
-                   {"decision": "edit", "x": np.inf, "y": 1.0}, {"decision": "accept", "point": -1}):
+                   {"decision": "edit", "x": np.inf, "y": 1.0}, {"decision": "accept", "point": -1},
+                   {"decision": "mirror"}, {"decision": "accept", "point": None}):
         with pytest.raises(ValueError):
             store.record(kwargs.pop("image_id", "face_0000"), kwargs.pop("point", 0), **kwargs)
+    for decision in ("accept", "reject"):
+        with pytest.raises(ValueError, match="whole face"):
+            store.record_face("face_0000", decision)
+    with pytest.raises(ValueError, match="whole face"):
+        store.record_many([{"image_id": "face_0000", "point": 3, "decision": "mirror"}])
     assert store.latest().empty
+
+
+def test_a_mirror_decides_every_partnered_point_until_a_later_decision_on_one(audit):
+    moved = swap_sides(audit, "face_0001")
+    store = ReviewStore(audit)
+    np.testing.assert_array_equal(store.mirrored_points(), moved)  # every point with a flip partner
+    store.record("face_0001", int(moved[0]), "edit", x=1.0, y=2.0)
+    store.record("face_0001", 30, "reject")  # the nose's tip: no partner, untouched by the mirror
+    face_id = store.record_face("face_0001", reviewer="ann", note="sides swapped")
+    store.record("face_0001", int(moved[1]), "reject")
+    latest = store.latest().set_index("point")
+    assert len(latest) == len(moved) + 1 and latest.loc[30, "decision"] == "reject"
+    mirrored = latest[latest.decision == "mirror"]
+    assert sorted(mirrored.index) == sorted(set(moved) - {moved[1]}) and (mirrored.id == face_id).all()
+    assert mirrored.x.isna().all() and set(mirrored.reviewer) == {"ann"}
+    assert latest.loc[moved[1], "decision"] == "reject"
+    assert list(store.history("face_0001", int(moved[0])).decision) == ["edit", "mirror"]
+    assert list(store.history("face_0001", 30).decision) == ["reject"]
+    face_rows = store.history("face_0001", None)
+    assert list(zip(face_rows.point, face_rows.decision, face_rows.note, strict=True)) == [
+        (FACE, "mirror", "sides swapped")]
+    progress = store.progress(load_audit(audit).points.query("is_label_issue"))
+    assert (progress["mirror"], progress["edit"]) == (len(moved) - 1, 0)
+    con = sqlite3.connect(audit / "reviews.sqlite")
+    assert con.execute("SELECT point, x, y FROM decisions WHERE decision = 'mirror'").fetchall() == [
+        (None, None, None)]  # one row for the face
+
+
+def test_a_version_1_file_is_read_then_migrated_by_the_first_decision(audit):
+    write_v1_reviews(audit, [("face_0000", 3, "accept", 1.0, 2.0), ("face_0000", 3, "edit", 5.0, 6.0),
+                             ("face_0002", 0, "reject", None, None)])
+    store = ReviewStore(audit)
+    before = store.latest()
+    assert list(zip(before.image_id, before.point, before.decision, before.x, strict=True))[:1] == [
+        ("face_0000", 3, "edit", 5.0)] and len(before) == 2
+    con = sqlite3.connect(audit / "reviews.sqlite")
+    assert con.execute("SELECT version FROM schema_version").fetchone() == (1,)  # reading writes nothing
+    con.close()
+    new_id = store.record_face("face_0001")
+    con = sqlite3.connect(audit / "reviews.sqlite")
+    assert con.execute("SELECT version FROM schema_version").fetchone() == (2,)
+    assert [i for (i,) in con.execute("SELECT id FROM decisions ORDER BY id")] == [1, 2, 3, new_id] and new_id == 4
+    assert con.execute("SELECT tbl_name FROM sqlite_master WHERE name = 'decisions_by_point'").fetchone() == (
+        "decisions",)
+    assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    con.close()
+    after = store.latest()
+    pd.testing.assert_frame_equal(after[after.image_id != "face_0001"].reset_index(drop=True), before)
+    assert set(after.decision[after.image_id == "face_0001"]) == {"mirror"}
+    assert store.record("face_0000", 4, "accept") == 5  # ids go on after the copied rows
 
 
 def test_bulk_and_progress(audit):
@@ -77,8 +137,56 @@ def test_bulk_and_progress(audit):
     progress = store.progress(issues)
     decided = len(selected) + 1
     assert progress == {"total": len(issues), "decided": decided, "remaining": len(issues) - decided,
-                        "accept": len(selected), "reject": 1, "edit": 0}
+                        "accept": len(selected), "reject": 1, "edit": 0, "mirror": 0}
     assert store.progress(1000)["decided"] == len(selected) + 1
+
+
+def test_a_version_1_file_the_new_rules_refuse_is_left_as_it_was(audit):
+    write_v1_reviews(audit, [("face_0000", 3, "accept", 1.0, 2.0)])
+    con = sqlite3.connect(audit / "reviews.sqlite")
+    con.execute("PRAGMA ignore_check_constraints = 1")  # as another program might
+    con.execute("INSERT INTO decisions (image_id, point, decision, x, y, reviewer, created_at) "
+                "VALUES ('face_0000', 4, 'edit', 1.0, NULL, 'r', 't')")
+    con.commit()
+    con.close()
+    with pytest.raises(InputError, match="cannot upgrade the reviews database") as e:
+        ReviewStore(audit).record("face_0000", 5, "reject")
+    assert "reviews.sqlite" in str(e.value)
+    con = sqlite3.connect(audit / "reviews.sqlite")
+    assert con.execute("SELECT version FROM schema_version").fetchone() == (1,)
+    assert con.execute("SELECT COUNT(*) FROM decisions").fetchone() == (2,)
+
+
+def test_bulk_review_in_queue_order_with_a_limit(audit):
+    moved = swap_sides(audit, "face_0003")
+    a = load_audit(audit)
+    selected = select_points(a.points, "is_label_issue")
+    by_gain = in_queue_order(a, selected, order="gain")
+    assert sorted(by_gain.index) == sorted(selected.index)
+    assert (by_gain.image_id.iloc[:20] == "face_0003").all()  # the mirrored face first: the most error to remove
+    by_score = in_queue_order(a, selected, order="score")
+    assert by_score[by_score.image_id != "face_0003"].label_score.is_monotonic_increasing
+    first = in_queue_order(a, selected, order="gain", limit=3)
+    assert first.image_id.iloc[0] == "face_0003" and len(first) == len(moved) + 2  # the face: one item
+    with pytest.raises(InputError, match="unknown order"):
+        in_queue_order(a, selected, order="random")
+
+
+def test_cli_order_and_limit(audit):
+    query = "issue_type == 'low_confidence' and label_score < 0.2"
+    points = load_audit(audit).points
+    r = auditor("review", audit, "--accept-where", query, "--dry-run", "--order", "score", "--limit", "4")
+    assert r.returncode == 0, r.stderr
+    assert "4 points match" in r.stdout and "beyond --limit" in r.stdout and "--order score" in r.stdout
+    listed = [line.split()[:2] for line in r.stdout.splitlines()[3:]]
+    lowest = points.query(query).sort_values(["label_score", "face", "point"], kind="stable").head(4)
+    assert listed == [[i, str(k)] for i, k in zip(lowest.image_id, lowest.point, strict=True)]
+    r = auditor("review", audit, "--accept-where", query, "--order", "score", "--limit", "4", "--yes")
+    assert r.returncode == 0 and "recorded 4" in r.stdout
+    decided = ReviewStore(audit).latest()
+    assert sorted(zip(decided.image_id, decided.point, strict=True)) == sorted(zip(lowest.image_id, lowest.point,
+                                                                                   strict=True))
+    assert_one_line_error(auditor("review", audit, "--accept-where", query, "--order", "best"), "unknown order")
 
 
 @pytest.mark.parametrize("query", ["label_score <", "no_such_column > 1", "label_score", ""])
@@ -110,7 +218,7 @@ def test_two_processes_lose_no_decision(audit):
 
 
 BAD_REVIEWS = [(corrupt, "not a SQLite database"), (foreign, "not a reviews database"),
-               (newer_schema, "reviews schema version 2"), (other_dataset_version, "another version of the dataset")]
+               (newer_schema, "reviews schema version 3"), (other_dataset_version, "another version of the dataset")]
 
 
 @pytest.mark.parametrize(("damage", "expected"), BAD_REVIEWS)

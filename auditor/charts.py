@@ -1,18 +1,28 @@
-"""The overview's and the annotators page's charts. Pure: small aggregate tables in (`app.overview.overview_stats`,
-AUDIT/annotators.parquet), plotly figures out."""
+"""The charts of an audit, shared by the app's overview and annotators pages and `auditor report`. Pure: small
+aggregate tables in (`auditor.report.overview_tables`, AUDIT/annotators.parquet), plotly figures out.
+
+Plotly reads a few HTML tags in its text and labels, so every dataset string goes through `plot_text` first.
+"""
 
 from __future__ import annotations
+
+import html
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from app.text import plot_text
 from auditor.metrics import auc, ced_curve
 
+NO_ISSUE = "(none)"  # how the issue type of points without an issue is shown
 FLAGGED, NOT_FLAGGED = "label issue", "not flagged"
 COLOURS = {FLAGGED: "#d62728", NOT_FLAGGED: "#9e9e9e", "contour": "#ff7f0e", "crisp": "#1f77b4"}
 CED_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c")
+
+
+def plot_text(value: object) -> str:
+    """A string for a plotly text or label, which reads a few HTML tags: escaped."""
+    return html.escape(str(value))
 
 
 def _layout(fig: go.Figure, *, height: int = 340, **layout) -> go.Figure:
