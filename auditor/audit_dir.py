@@ -246,7 +246,8 @@ def proposals(points: pd.DataFrame, mode_ratio: float = 0.5) -> tuple[np.ndarray
 
     - gross errors, off-contour labels and duplicates: the labels' own shape, the point's conditional mean given
       the face's other labels (`x_shape`, `y_shape`); on real faces it is twice as close to the labels before
-      planting as the model's position (benchmarks/README.md, "Real faces");
+      planting as the model's position (benchmarks/README.md, "Real faces"); on a face whose sides are swapped
+      (its other labels mirrored) the model's position instead;
     - a chain swap: the label its neighbour was given (`x_partner`, `y_partner`);
     - swapped sides: the model's prediction (on a swapped face the labels' shape is mirrored too);
     - anything else, low confidence included (a faint heatmap makes its peak no better a guess): the semantic
@@ -266,10 +267,12 @@ def proposals(points: pd.DataFrame, mode_ratio: float = 0.5) -> tuple[np.ndarray
     use_search = searched & ~np.isin(kind, PREDICTED_ISSUES)
     x, y = np.where(use_search, points["x_searched"], x), np.where(use_search, points["y_searched"], y)
     source = np.where(use_search, "searched", "predicted").astype(object)
+    # on a face labelled mirrored the labels' shape is mirrored too: its other flags keep the model's position
+    mirrored = points["image_id"].isin(points.loc[kind == "swapped_sides", "image_id"]).to_numpy()
     for kinds, columns, name in ((SHAPE_ISSUES, ("x_shape", "y_shape"), "shape"),
                                  (("chain_swap",), ("x_partner", "y_partner"), "exchanged")):
         if set(columns) <= set(points.columns):
-            chosen = np.isin(kind, kinds) & np.isfinite(points[columns[0]].to_numpy(float)) & np.isfinite(
+            chosen = np.isin(kind, kinds) & ~(mirrored & (name == "shape")) & np.isfinite(points[columns[0]].to_numpy(float)) & np.isfinite(
                 points[columns[1]].to_numpy(float))
             x, y = np.where(chosen, points[columns[0]], x), np.where(chosen, points[columns[1]], y)
             source = np.where(chosen, name, source).astype(object)

@@ -458,12 +458,14 @@ def test_a_chain_swap_proposes_its_neighbours_label_and_a_duplicate_the_predicti
 def test_plain_errors_propose_the_labels_shape_and_swaps_the_prediction(audit):
     points = load_audit(audit).points.copy()
     points["x_shape"], points["y_shape"] = points.x_human + 2.0, points.y_human - 3.0
-    points.loc[0:4, "issue_type"] = ["gross_error", "off_contour", "duplicate", "swapped_sides", "gross_error"]
+    points.loc[0:4, "issue_type"] = ["gross_error", "off_contour", "duplicate", "contour_slide", "gross_error"]
     points.loc[4, "x_shape"] = np.nan  # no shape position: the prediction
+    second = np.flatnonzero(points.image_id != points.image_id[0])[:2]  # another face, swapped: its shape mirrored
+    points.loc[second, "issue_type"] = ["swapped_sides", "gross_error"]
     x, y, source = proposals(points)
-    assert list(source[:5]) == ["shape", "shape", "shape", "predicted", "predicted"]
+    assert list(source[[0, 1, 2, 4, *second]]) == ["shape", "shape", "shape", "predicted", "predicted", "predicted"]
     np.testing.assert_allclose(x[:3], points.x_shape[:3])
-    np.testing.assert_allclose(y[3:5], points.y_pred[3:5])
+    np.testing.assert_allclose(y[[4, *second]], points.y_pred[[4, *second]])
 
 
 @pytest.fixture(scope="module")
