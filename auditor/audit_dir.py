@@ -272,8 +272,8 @@ def proposals(points: pd.DataFrame, mode_ratio: float = 0.5) -> tuple[np.ndarray
     for kinds, columns, name in ((SHAPE_ISSUES, ("x_shape", "y_shape"), "shape"),
                                  (("chain_swap",), ("x_partner", "y_partner"), "exchanged")):
         if set(columns) <= set(points.columns):
-            chosen = np.isin(kind, kinds) & ~(mirrored & (name == "shape")) & np.isfinite(points[columns[0]].to_numpy(float)) & np.isfinite(
-                points[columns[1]].to_numpy(float))
+            finite = np.isfinite(points[columns[0]].to_numpy(float)) & np.isfinite(points[columns[1]].to_numpy(float))
+            chosen = np.isin(kind, kinds) & ~(mirrored & (name == "shape")) & finite
             x, y = np.where(chosen, points[columns[0]], x), np.where(chosen, points[columns[1]], y)
             source = np.where(chosen, name, source).astype(object)
     return x.astype(float), y.astype(float), source

@@ -11,6 +11,7 @@ rounds take the proposals rather than the search alone.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import math
@@ -269,6 +270,11 @@ def _train(ds: Dataset, config: Config, out: Path, device: torch.device, resume:
         model = LandmarkModel(ds.num_points, config)
     search_config = search_config or SearchConfig()
     model.to(device)
+    if config.channels_last:
+        model.hourglass.to(memory_format=torch.channels_last)
+
+    def autocast() -> contextlib.AbstractContextManager:
+        return torch.autocast(device.type, dtype=torch.bfloat16) if config.bf16 else contextlib.nullcontext()
     optimiser = torch.optim.Adam(model.hourglass.parameters(), lr=config.lr)
     ghcu_optimiser = torch.optim.Adam(model.ghcu.parameters(), lr=config.lr)
     if state["optimizer"] is not None:
@@ -299,14 +305,20 @@ def _train(ds: Dataset, config: Config, out: Path, device: torch.device, resume:
         bar = tqdm(loader, desc=label, disable=None if progress and dd.main else True, leave=False, unit="batch")
         for images, targets_hm, _ in bar:
             images, targets_hm = images.to(device), targets_hm.to(device)
+            if config.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
             if stage == "hourglass":
-                loss = heatmap_loss(module(images), targets_hm, config.sigma, config.foreground_weight)
+                with autocast():
+                    predicted = module(images)
+                loss = heatmap_loss(predicted.float(), targets_hm, config.sigma, config.foreground_weight)
             else:
-                with torch.no_grad():
-                    inputs = model.hourglass(images)[:, -1]
+                with torch.no_grad(), autocast():
+                    inputs = model.hourglass(images)[:, -1].float()
                 inputs = perturb_heatmaps(inputs, generator, drop=config.ghcu_drop, shift=config.ghcu_shift,
                                           max_shift_px=config.heatmap_size / 8)
-                loss = heatmap_loss(module(inputs), targets_hm, config.sigma, config.foreground_weight)
+                with autocast():
+                    predicted = module(inputs)
+                loss = heatmap_loss(predicted.float(), targets_hm, config.sigma, config.foreground_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -243,3 +243,15 @@ def test_a_round_audits_the_flip_averaged_ghcu_heatmaps_of_the_model_it_follows(
 def test_round_targets_must_be_proposed_or_searched():
     with pytest.raises(InputError, match="round_targets"):
         get_preset("tiny", round_targets="labels")
+
+
+def test_channels_last_and_bf16_train_a_model_that_loads(faces, tmp_path):
+    """The speed options change how the step runs, not what is saved: the checkpoint loads and predicts."""
+    ds = read_dataset(faces)
+    config = get_preset("tiny", **dict(TINY, rounds=0, channels_last=True, bf16=True))
+    model, state = train(ds, config, tmp_path / "m.pt", progress=False, log=lambda _: None)
+    assert state["stage"] == "done" and all(np.isfinite(h["loss"]) for h in state["history"] if "loss" in h)
+    loaded, _ = model_from_checkpoint(load_checkpoint(tmp_path / "m.pt"))
+    assert loaded.config.bf16 and loaded.config.channels_last
+    stacks, corrected = loaded(torch.rand(2, 3, config.input_size, config.input_size))
+    assert corrected.dtype == torch.float32 and torch.isfinite(corrected).all()

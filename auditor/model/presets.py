@@ -47,6 +47,10 @@ class Config:
     blur: float = 0.3  # probability of a Gaussian blur
     workers: int = 0
     seed: int = 0
+    # training speed (benchmarks/train_speed.py): the hourglass in channels_last memory format, and its forward
+    # passes under bf16 autocast (the loss and the weights stay float32)
+    channels_last: bool = False
+    bf16: bool = False
 
     def __post_init__(self) -> None:
         # every field within a range far beyond any preset: a config from a file asking for more is damaged, not
