@@ -72,7 +72,7 @@ labelling config, `labelstudio_config`:
 the image size; Label Studio's data manager shows `data.annotator` as a column to filter on. `data.image` is the URL
 of Label Studio's local-files storage: the image's path below a document root (the dataset's root unless given),
 percent-encoded; Label Studio serves it when started with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and
-LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT set to that folder (the README says how).
+LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT set to that folder (docs/review.md says how).
 """
 
 from __future__ import annotations
