@@ -1,48 +1,8 @@
 """Several annotators: the consensus position of each point, each annotator's bias, spread and gross-error rate,
 and each point's tolerance (COCO-style per-keypoint sigmas).
 
-The model. M label sets of S subjects (a subject is one person in one image, labelled by one or more
-annotators), K points in the scheme's G groups, A annotators. Label set m of subject s by annotator a puts
-point k of group g at
-
-    o = y_sk + R_sk (b_ag n_s + e),  e ~ N(0, diag(σ_ag)² n_s²)  with probability 1 - π_a,
-    o ~ N(y_sk, (gross_scale n_s)² I)                              with probability π_a (a gross error),
-
-y_sk the true position (image px), n_s the subject's normaliser (px), b_ag = (along, across) the annotator's
-bias and σ_ag = (σ_along, σ_across) the spread (s.d. per axis), both in normaliser units, π_a the gross-error
-rate. R_sk (2, 2) is the point's local frame (`local_frames`, at the consensus): its columns are the contour's
-unit tangent and normal on contour points, the face's x axis and its normal elsewhere; annotators disagree more
-along a contour than across it. The gross density is broad (a label on the wrong point) and says nothing about y.
-Witnesses (the semantic search's positions, the model's) join as observers of zero bias with their own σ per group
-and axis and their own gross rate (the same mixture: a model also fails grossly). Every observer of a point shares
-its frame, so all covariances are diagonal in it and everything below factorises over its two axes: the
-estimator works on the frame components of the labels.
-
-Biases are identified only up to a shift common to all annotators: for each group Σ_a n_ag b_ag = 0, n_ag the
-points of group g that annotator a labelled; y carries the annotators' common shift.
-
-Estimated by EM with y latent under a flat prior, from the per-point median:
-- E-step: each label's responsibility r (not a gross error) from its distance to the posterior of y_sk given
-  the point's other observers (leave-one-out, so a label does not vouch for itself; updated one label set slot
-  after another, as simultaneous updates cycle where two of three labels are gross); then the Gaussian
-  posterior of y_sk per axis, the precision-weighted mean of the bias-corrected labels' components (precision
-  r / (σ n)² on that axis), with posterior variance v per axis.
-- M-step, per axis: b_ag the r-weighted mean of the residuals e = (o - ŷ) / n in their frames; σ²_ag from
-  E(e - b - δ)² = (e - b)² + v, δ the posterior's error and v its variance (with y integrated out this is the
-  restricted likelihood: σ is not shrunk by ŷ leaning towards the label itself); π_a the mean of 1 - r.
-- Priors for annotators with few labels, each worth `prior_strength` labelled points: per axis log σ²_ag ~ N(the
-  annotators' mean log σ²_g on that axis, 2 / prior_strength) (a point observed directly carries information 1/2
-  on each axis's log σ²; on a log scale so the group's noisiest annotators do not pull its most precise one up;
-  the witnesses' σ too), b_ag shrunk towards 0 (the annotators' mean) and π_a towards the pooled rate as
-  pseudo-points.
-The labels of an annotator far more precise than the others carry little information on its own σ (its labels
-make most of ŷ): that σ is the least certain estimate and EM approaches it slowest.
-
-A label that is the only observation of its point (a subject labelled once, no witness) cannot be judged: its
-agreement is 1, it is the consensus, and it stays out of the M-step (its residual is 0 by construction). With
-one annotator and no witness the consensus is the labels and every agreement 1 (σ then stays at
-`initial_spread` on both axes); with witnesses the labels are judged against them. With two annotators per point
-only the sum of their variances is seen on that point: σ is split by the other subjects, else by the prior.
+An EM over o = y + R(b n + e) with a broad gross-error component, leave-one-out agreements, witnesses of zero
+bias and weak priors for sparse annotators; docs/method.md ("Several annotators: the model") writes it out.
 """
 
 from __future__ import annotations

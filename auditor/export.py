@@ -1,78 +1,9 @@
 """Export a reviewed audit: the corrections table (CSV, FiftyOne or Label Studio JSON) and corrected labels.
 
-Which points (`only`):
-    accepted   points whose latest decision is accept, edit or mirror (their face's)
-    issues     points the audit flagged (`is_label_issue`), decided or not
-    all        every labelled point
-The corrected position of a point and its `source`:
-    edited     the curator's position (latest decision edit)
-    mirrored   the label of the point's flip partner: the face's latest decision is mirror (its sides were swapped);
-               a point whose partner has no label keeps its own (source `label`)
-    searched, shape, exchanged, predicted
-               the position stored with an accept, else the audit's proposal (`audit_dir.proposals`): the semantic
-               search's, the labels' shape's (gross errors, off-contour labels, duplicates), a chain swap's
-               neighbour's label, or the model's (swapped sides, low confidence, or where the search had no valid
-               candidate); for an undecided or rejected point it is the proposal, not a correction
-`decision` is the latest decision, '' when undecided. Only accept, edit and mirror are ever applied to labels.
-
-With `use="consensus"` (an audit of a dataset that names its annotators) the corrected position of every exported
-point is instead its subject's consensus (`x_consensus`, `y_consensus`: every label set of one person in one image
-gets the same position), source `consensus`, whatever the decision; where the audit has no consensus for a labelled
-point the label stays (source `label`). Written labels then move every exported point (`--only all`: every label)
-to its consensus.
-
-CSV: the columns CSV_COLUMNS, one row per point, in the review queue's order (`order`: `auditor.triage`, a face's
-rows together in point order) or the audit's (faces and points); positions in image pixels
-(0-based, pixel centres on integers); dx, dy = corrected - human; displacement_nme = |corrected - human| / the
-face's normaliser (images.parquet); decided_at is the decision's ISO 8601 UTC time.
-
-FiftyOne (`fiftyone`): a dataset in FiftyOne's own JSON layout (`Dataset.to_dict`), one sample per image of the
-exported points, so that `fo.Dataset.from_json("corrections.json")` imports it with its skeleton:
-
-    {"name": AUDIT_NAME, "media_type": "image",
-     "sample_fields": {"human": KEYPOINTS_FIELD, "keypoints": KEYPOINTS_FIELD,
-                       "annotators": STRINGS_FIELD},  # only when the dataset names annotators
-     "default_skeleton": {"_cls": "KeypointSkeleton", "labels": [point names, in the scheme's order],
-                          "edges": [[i, j, ...], ...]},  # one list per contour chain of the scheme
-     "samples": [sample, ...]}
-    sample = {"filepath": "/abs/image.jpg", "tags": ["needs_review"] (a face of it has an undecided issue) or [],
-              "metadata": {"_cls": "ImageMetadata", "width": W, "height": H},
-              "human": KEYPOINTS, "keypoints": KEYPOINTS,
-              "annotators": ["alice", "bob"]}  # only when the dataset names annotators: its faces', sorted
-    KEYPOINTS = {"_cls": "Keypoints", "keypoints": [{"_cls": "Keypoint", "label": "face", "image_id": "...",
-                                                     "annotator": "alice",  # only with annotators
-                                                     "points": [[x / W, y / H], ...]}, ...]}  # one per face
-
-`from_dict` adds the samples without expanding the schema, so `sample_fields` declares the fields; the default
-skeleton names the points of both keypoint fields (`filter_keypoints("keypoints", labels=["jaw_0"])`, the App's
-skeleton lines). Every face gets all K points in FiftyOne's relative [0, 1] coordinates (x / W, as FiftyOne's own COCO
-importer converts pixels), NaN where a point has no label; `human` holds the labels, `keypoints` the labels with the
-exported points at their corrected position. W, H are read from the image header (PIL, no decoding); `filepath` is
-absolute and normalised (no `..`).
-
-Label Studio (`labelstudio`): a JSON list of tasks, one per face (Label Studio's COCO export makes one annotation of a
-task's points), the exported points as pre-annotations (predictions), and beside it (`NAME.label_config.xml`) the
-labelling config, `labelstudio_config`:
-
-    <View>
-      <Image name="image" value="$image" zoom="true"/>
-      <KeyPointLabels name="keypoints" toName="image">
-        <Label value="POINT_NAME" model_index="k"/>  (one per point, k its index in the scheme)
-      </KeyPointLabels>
-    </View>
-
-    task = {"data": {"image": "/data/local-files/?d=faces/image.jpg", "image_id": "...",
-                     "annotator": "alice"},  # only with annotators
-            "predictions": [{"model_version": "landmark-auditor", "result": [
-                {"id": "<image_id>/<point>", "type": "keypointlabels", "from_name": "keypoints", "to_name": "image",
-                 "original_width": W, "original_height": H, "image_rotation": 0,
-                 "value": {"x": 100 * x / W, "y": 100 * y / H, "width": 0.5, "keypointlabels": [point_name]}}]}]}
-
-`model_index` orders the keypoints of Label Studio's COCO export (without it that export fails). x, y in percent of
-the image size; Label Studio's data manager shows `data.annotator` as a column to filter on. `data.image` is the URL
-of Label Studio's local-files storage: the image's path below a document root (the dataset's root unless given),
-percent-encoded; Label Studio serves it when started with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and
-LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT set to that folder (docs/review.md says how).
+`only` picks the points (accepted: decided accept, edit or mirror; issues: flagged; all: every labelled point);
+each gets its corrected position and its `source` (edited, mirrored, searched, shape, exchanged, predicted, or
+consensus with `use="consensus"`). Only accept, edit and mirror are ever applied to labels. docs/review.md gives
+the table of sources and the three file layouts.
 """
 
 from __future__ import annotations
