@@ -460,7 +460,8 @@ def _decisions_html(decisions: dict) -> str:
     by, on_issues, total = decisions["by_decision"], decisions["issues_by_decision"], decisions["issues"]
     decided = sum(on_issues.values())
     table = pd.DataFrame({"all decided points": by, "of the audit's label issues": on_issues}).rename_axis(
-        "decision").rename(index={"accept": "accepted", "reject": "rejected", "edit": "edited"})
+        "decision").rename(index={"accept": "accepted", "reject": "rejected", "edit": "edited",
+                                  "mirror": "mirrored (a swapped face)"})
     table.loc["total"] = table.sum()
     reviewers = decisions["reviewers"].rename("decided points").rename_axis("reviewer").to_frame()
     last = f", the latest at {_text(decisions['last'])}" if decisions["last"] else ""
