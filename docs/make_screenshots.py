@@ -11,21 +11,18 @@ stops when the sample audit holds some (sample_data/audit/reviews.sqlite): the p
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import expect, sync_playwright
 
-from auditor.audit_dir import REVIEWS
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the `app` package lives beside `auditor`, which is the one installed
+
+from app.serve import serving  # noqa: E402
+from auditor.audit_dir import REVIEWS  # noqa: E402
+
 AUDIT = Path("sample_data") / "audit"  # relative to ROOT: the sidebar shows this
 OUT = ROOT / "docs"
 CHROMIUM = "/usr/bin/chromium"
@@ -35,27 +32,6 @@ WIDTH, MIN_HEIGHT, MAX_HEIGHT, BOTTOM_MARGIN = 1500, 800, 2400, 48
 ISSUE_TYPE = "chain_swap"  # the review page's queue: its first item, two neighbours exchanged
 CLICK_AT = (0.5, 0.56)  # where the zoom is clicked, as fractions of its width and height: just below the label
 STARTUP_S, TIMEOUT_MS, SETTLE_MS = 60, 120_000, 1500  # SETTLE_MS: plotly's charts draw after they appear
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, server: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.25)
-    raise TimeoutError(f"streamlit did not answer {url}/_stcore/health in {timeout_s} s")
 
 
 def screenshot(page, path: Path) -> None:
@@ -89,34 +65,22 @@ def review_a_point(page) -> None:
 def main() -> None:
     if (ROOT / AUDIT / REVIEWS).exists():
         sys.exit(f"{AUDIT / REVIEWS} holds decisions: move it away to take the screenshots of a fresh audit")
-    port = free_port()
-    url = f"http://localhost:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-         "--server.headless", "true", "--", "--audit", str(AUDIT)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        env={**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", "LOGNAME": "curator"})
-    try:
-        wait_healthy(url, server, STARTUP_S)
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": WIDTH, "height": MAX_HEIGHT})
-            page.set_default_timeout(TIMEOUT_MS)
-            expect.set_options(timeout=TIMEOUT_MS)
-            page.goto(url)
-            page.get_by_text("Cumulative error distribution").wait_for()
-            page.locator(".js-plotly-plot").nth(4).wait_for()
-            screenshot(page, OUT / "app_overview.png")
+    with serving(AUDIT, startup_s=STARTUP_S, env={"LOGNAME": "curator"}) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": WIDTH, "height": MAX_HEIGHT})
+        page.set_default_timeout(TIMEOUT_MS)
+        expect.set_options(timeout=TIMEOUT_MS)
+        page.goto(url)
+        page.get_by_text("Cumulative error distribution").wait_for()
+        page.locator(".js-plotly-plot").nth(4).wait_for()
+        screenshot(page, OUT / "app_overview.png")
 
-            page.set_viewport_size({"width": WIDTH, "height": MAX_HEIGHT})
-            page.get_by_text("Review", exact=True).first.click()
-            page.get_by_role("button", name="Accept mirrored labels").wait_for()  # the queue opens on a swapped face
-            review_a_point(page)
-            screenshot(page, OUT / "app_review.png")
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+        page.set_viewport_size({"width": WIDTH, "height": MAX_HEIGHT})
+        page.get_by_text("Review", exact=True).first.click()
+        page.get_by_role("button", name="Accept mirrored labels").wait_for()  # the queue opens on a swapped face
+        review_a_point(page)
+        screenshot(page, OUT / "app_review.png")
+        browser.close()
 
 
 if __name__ == "__main__":

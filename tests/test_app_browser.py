@@ -7,16 +7,10 @@ The README's screenshots are taken by docs/make_screenshots.py.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import socket
 import sqlite3
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -42,6 +36,7 @@ sys.path.insert(0, str(ROOT))  # the `app` package lives beside `auditor`, which
 
 from app.figures import zoom_box, zoom_edges, zoom_to_image  # noqa: E402
 from app.review import DEFAULT_ZOOM, MIN_ZOOM_HALF, ZOOM_WIDTH  # noqa: E402
+from app.serve import serving  # noqa: E402
 
 SAMPLE = ROOT / "sample_data" / "audit"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -53,52 +48,14 @@ PLACED = re.compile(r"placed at \((-?[\d.]+), (-?[\d.]+)\)")
 CLICK_AT = (0.3, 0.65)  # where on the zoom the point is placed, as fractions of its width and height
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, server: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.25)
-    raise TimeoutError(f"streamlit did not answer {url}/_stcore/health in {timeout_s} s")
-
-
 @pytest.fixture
 def app_url(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A running app on a copy of the sample audit: its URL and the copy."""
     audit = tmp_path / "audit"
     shutil.copytree(SAMPLE, audit, ignore=shutil.ignore_patterns("reviews.sqlite*"))
     (tmp_path / "faces").symlink_to(SAMPLE.parent / "faces")  # the manifest names the dataset as ../faces
-    port = free_port()
-    log = (tmp_path / "streamlit.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-         "--server.headless", "true", "--", "--audit", str(audit)],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"})
-    url = f"http://localhost:{port}"
-    try:
-        wait_healthy(url, server, STARTUP_S)
+    with (tmp_path / "streamlit.log").open("w") as log, serving(audit, startup_s=STARTUP_S, log=log) as url:
         yield url, audit
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
 
 
 @pytest.fixture
