@@ -67,7 +67,10 @@ def face_areas(ds: Dataset, faces: np.ndarray) -> np.ndarray:
         return np.where(size > 0, size, np.nan)
 
     extent = area(ds.label_extents()[faces])
-    return extent if ds.boxes is None else np.where(np.isfinite(area(ds.boxes[faces])), area(ds.boxes[faces]), extent)
+    if ds.boxes is None:
+        return extent
+    boxed = area(ds.boxes[faces])
+    return np.where(np.isfinite(boxed), boxed, extent)
 
 
 def add_subject_columns(images: pd.DataFrame, ds: Dataset, faces: np.ndarray) -> pd.DataFrame:

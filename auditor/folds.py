@@ -131,7 +131,7 @@ def load_fold_models(folder: Path, ds: Dataset) -> tuple[FoldModels, LandmarkSch
         if payload["state"].get("stage") != "done":
             raise InputError("an unfinished fold: continue its training with `auditor train --folds "
                              f"{count} --resume`", path=path)
-        if payload["state"].get("fold") != [index, count] and payload["state"].get("fold") != (index, count):
+        if payload["state"].get("fold") != [index, count]:  # torch.load gives back the list train() stored
             raise InputError(f"not fold {index + 1} of {count} of a --folds training", path=path)
         model, fold_scheme = model_from_checkpoint(payload)
         if models and (model.config != models[0].config or fold_scheme.to_json() != scheme.to_json()):
