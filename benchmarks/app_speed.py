@@ -1,7 +1,7 @@
 """Speed of the review app on a large audit: time to open it and time to move to the next item; with --report, the
 size of `auditor report`'s page and the time to write it.
 
-    .venv/bin/python benchmarks/app_speed.py [--faces 10000] [--repeats 10] [--workdir DIR] [--report]
+    .venv/bin/python benchmarks/app_speed.py [--faces 10000] [--repeats 10] [--workdir DIR] [--report | --browser]
 
 Builds a synthetic audit of `--faces` faces of 68 points (docs/audit_format.md; W = 17 heatmap windows, written as
 a memory map in chunks) whose faces reuse the positions, affines and images of sample_data/audit cyclically and
@@ -13,6 +13,11 @@ costs less). Prints a table and, last, one line of key=value pairs.
   tables, the overview's aggregates and charts), and the first run of the Review page after it.
 - next item: a click on Accept (a decision written to SQLite, then the next undecided item drawn; on a whole face,
   Accept all proposals) and on Next, each the median over `--repeats` clicks with the caches warm.
+- browser (`--browser`, instead of AppTest): the app served as `streamlit run` serves it and driven in Chromium
+  (Playwright, the system's /usr/bin/chromium) through a scripted review of `--decisions` items: on the Review
+  page, click Accept (Accept all proposals on a whole face) and time until the next item is ready: the URL names
+  it, the panel shows its title and Streamlit no longer shows the script as running. Then every decision is
+  checked in reviews.sqlite.
 - report (`--report`, instead of the app): `auditor report AUDIT -o report.html` run as a user runs it (a new
   process, imports included), with the default 24 worst faces; the manifest is pointed at sample_data/faces first,
   so that the thumbnails are cut from real images.
@@ -143,11 +148,77 @@ def measure(audit_dir: Path, repeats: int) -> dict[str, float]:
             "next_button_ms": median_ms(timings["next"]), "queue_rows": queue}
 
 
+def use_sample_images(audit_dir: Path) -> None:
+    """Point the synthetic audit's manifest at sample_data/faces, whose images its faces reuse."""
+    manifest = json.loads((audit_dir / "manifest.json").read_text())
+    manifest["dataset"]["path"] = str((SAMPLE / manifest["dataset"]["path"]).resolve())
+    (audit_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
+# the next item is ready: the URL names it, the panel's title names it, and Streamlit's script is not running
+_READY_JS = """([image, point]) => {
+  const url = new URL(location.href);
+  if (url.searchParams.get("image") !== image || url.searchParams.get("point") !== point) return false;
+  if (document.querySelector('[data-testid="stStatusWidgetRunningIcon"], [data-testid="stStatusWidgetRunningManIcon"]'))
+    return false;
+  const title = point === "face" ? `${image}, the whole face` : `${image}, point ${point} `;
+  return [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')].some(
+    el => el.innerText.startsWith(title));
+}"""
+
+
+def measure_browser(audit_dir: Path, decisions: int) -> dict[str, float]:
+    """Milliseconds from each decision's click to the next item ready in Chromium (median and 90th percentile over
+    `decisions`), and whether every decision was stored; see the module docstring."""
+    import sqlite3
+    from urllib.parse import parse_qs, urlparse
+
+    from playwright.sync_api import sync_playwright
+
+    sys.path.insert(0, str(REPO))  # the `app` package lives beside `auditor`
+    from app.serve import serving
+
+    use_sample_images(audit_dir)
+
+    def current(url: str) -> tuple[str, str]:
+        query = parse_qs(urlparse(url).query)
+        return query["image"][0], query["point"][0]
+
+    timings, decided = [], []
+    with (serving(audit_dir, startup_s=120) as url, sync_playwright() as playwright):
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium",
+                                             args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1950})
+        page.set_default_timeout(120_000)
+        t = time.perf_counter()
+        page.goto(url)
+        page.get_by_text("Review", exact=True).first.click()
+        page.wait_for_function("() => new URL(location.href).searchParams.has('image')")
+        page.wait_for_function(_READY_JS, arg=list(current(page.url)))
+        review_s = time.perf_counter() - t
+        for _ in range(decisions):
+            item = current(page.url)
+            name = "Accept all proposals" if item[1] == "face" else "Accept"
+            button = page.get_by_role("button", name=name, exact=True)
+            before = page.url
+            t = time.perf_counter()
+            button.click()
+            page.wait_for_function("before => location.href !== before", arg=before)
+            page.wait_for_function(_READY_JS, arg=list(current(page.url)))
+            timings.append(time.perf_counter() - t)
+            decided.append(item)
+        browser.close()
+    with sqlite3.connect(audit_dir / "reviews.sqlite") as con:
+        rows = con.execute("SELECT image_id, point FROM decisions WHERE decision = 'accept'").fetchall()
+    stored = {(image, str(point)) for image, point in rows} | {(image, "face") for image, _ in rows}
+    return {"browser_review_s": review_s, "browser_next_ms": median_ms(timings),
+            "browser_next_p90_ms": 1000 * float(np.quantile(timings, 0.9)), "decisions": len(decided),
+            "stored": int(all(item in stored for item in decided))}
+
+
 def measure_report(audit_dir: Path, out: Path) -> dict[str, float]:
     """Seconds to write `auditor report` of the audit to `out` (a new process), and the page's size in MB."""
-    manifest = json.loads((audit_dir / "manifest.json").read_text())
-    manifest["dataset"]["path"] = str((SAMPLE / manifest["dataset"]["path"]).resolve())  # the sample's images
-    (audit_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    use_sample_images(audit_dir)
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "auditor.cli", "report", str(audit_dir), "-o", str(out)], check=True)
     return {"report_s": time.perf_counter() - t, "report_mb": out.stat().st_size / 1e6}
@@ -159,7 +230,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="clicks timed per button")
     parser.add_argument("--workdir", type=Path, default=None, help="where to build the audit (default: a temp dir, "
                         "removed afterwards)")
-    parser.add_argument("--report", action="store_true", help="measure `auditor report` instead of the app")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--report", action="store_true", help="measure `auditor report` instead of the app")
+    mode.add_argument("--browser", action="store_true", help="a scripted review in Chromium instead of AppTest")
+    parser.add_argument("--decisions", type=int, default=50, help="decisions of the scripted browser review")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="app-speed-")) if args.workdir is None else args.workdir
     audit_dir = work / f"audit-{args.faces}"
@@ -169,7 +243,12 @@ def main() -> None:
             shutil.rmtree(audit_dir, ignore_errors=True)
             build_audit(audit_dir, args.faces)
         build_s = time.perf_counter() - t
-        result = measure_report(audit_dir, work / "report.html") if args.report else measure(audit_dir, args.repeats)
+        if args.report:
+            result = measure_report(audit_dir, work / "report.html")
+        elif args.browser:
+            result = measure_browser(audit_dir, args.decisions)
+        else:
+            result = measure(audit_dir, args.repeats)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -179,6 +258,16 @@ def main() -> None:
         print(f"{'report.html size':42} {result['report_mb']:>7.1f} MB {'<= 15 MB':>8}")
         print(f"{'report.html written (new process)':42} {result['report_s']:>8.1f} s {'<= 20 s':>8}")
         print(f"report_mb={result['report_mb']:.2f} report_s={result['report_s']:.2f} faces={args.faces}")
+        return
+    if args.browser:
+        print(f"scripted review in Chromium: {args.faces:,} faces x 68 points, {result['decisions']} decisions, "
+              f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+        print(f"{'open the Review page (first item ready)':42} {result['browser_review_s']:>8.2f} s {'':>8}")
+        print(f"{'decision -> next item ready (median)':42} {result['browser_next_ms']:>7.0f} ms {'<= 300 ms':>8}")
+        print(f"{'decision -> next item ready (90th pct)':42} {result['browser_next_p90_ms']:>7.0f} ms {'':>8}")
+        print(f"{'every decision stored':42} {'yes' if result['stored'] else 'NO':>10}")
+        print(" ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
+              + f" faces={args.faces}")
         return
     print(f"app speed: {args.faces:,} faces x 68 points, W = {SIDE}, built in {build_s:.1f} s, "
           f"{result['queue_rows']:,} points in the review queue, load average {os.getloadavg()[0]:.2f}")

@@ -5,6 +5,8 @@
     python benchmarks/real_faces.py --faces 400     # a learning-curve point: 400 faces, the benchmark split among them
     python benchmarks/real_faces.py --faces 400 --out-of-sample   # the same faces audited by a model that never
                                                                    # saw the benchmark split (trained on 400 others)
+    python benchmarks/real_faces.py --variant fast --set bf16=true --set channels_last=true   # another recipe on
+                                                                   # the same faces, in WORKDIR/variant_fast
 
 The dataset is all 765 real faces of ../shared/data (300-W's 68-point labels), read as one dataset:
 `dev/` = lfpw (160 faces) and `train/` = lfpw-train (605). Errors are planted (seed SEED, the kinds and rates of
@@ -134,16 +136,47 @@ def truth_points(truth_dir: Path, points: pd.DataFrame) -> np.ndarray:
     return truth.landmarks[rows, points["point"].to_numpy()]
 
 
-def candidates(points: pd.DataFrame, normaliser: np.ndarray) -> dict[str, np.ndarray]:
+# the semantic search seeded at the model's position: a window of 25 x 25 heatmap px and a round prior of 4 px
+MODEL_SEEDED = {"half_width": 12, "prior_sigma": 4.0, "contour_prior_sigma": 4.0}
+
+
+def model_seeded_search(work: Path, points: pd.DataFrame) -> np.ndarray:
+    """(n, 2) image px at `points`' rows: the semantic search of the GHCU's heatmaps (test-time flip, as the audit)
+    seeded at the model's own position instead of the label, with the wider window and prior of MODEL_SEEDED."""
+    from auditor.checkpoint import load_checkpoint, model_from_checkpoint
+    from auditor.heatmaps import decode
+    from auditor.inference import iterate_heatmaps
+    from auditor.io import read_dataset
+    from auditor.search import SearchConfig, search
+
+    manifest = json.loads((work / "audit" / "manifest.json").read_text())
+    ds = read_dataset((work / "audit" / manifest["dataset"]["path"]).resolve())
+    row_of = {face: i for i, face in enumerate(ds.image_ids)}
+    faces = np.array(sorted({row_of[i] for i in points["image_id"].unique()}))
+    model, _ = model_from_checkpoint(load_checkpoint(work / "model.pt"))
+    config = SearchConfig(**MODEL_SEEDED)
+    found = np.full(ds.landmarks.shape, np.nan)
+    for batch in iterate_heatmaps(model, ds, indices=faces, flip=True):
+        pred, _ = decode(batch.ghcu_heatmaps, config.sigma)
+        result = search(batch.ghcu_heatmaps, pred, config, contour=ds.scheme.contour_mask)
+        found[batch.index] = batch.to_image(result.searched.double().numpy())
+    rows = np.array([row_of[i] for i in points["image_id"]])
+    return found[rows, points["point"].to_numpy()]
+
+
+def candidates(points: pd.DataFrame, normaliser: np.ndarray, extra: dict[str, np.ndarray] | None = None
+               ) -> dict[str, np.ndarray]:
     """Each candidate correction (n, 2), image px: today's proposal, the model's position, its local peak, the two
     searches, the shape model's conditional mean and the precision-weighted mean of the last and the model's (each
-    weighted per point by the inverse square of its median distance from the labels of unflagged faces)."""
+    weighted per point by the inverse square of its median distance from the labels of unflagged faces); and
+    `extra` ones (name -> (n, 2))."""
     from auditor.audit_dir import proposals
 
     x, y, _ = proposals(points)
     out = {"proposal": np.stack([x, y], 1)}
     for name in ("pred", "mode", "searched", "searched_broad", "shape"):
         out[name] = points[[f"x_{name}", f"y_{name}"]].to_numpy(dtype=np.float64)
+    out.update(extra or {})
     out["mode"] = np.where(np.isfinite(out["mode"]), out["mode"], out["pred"])
     human = points[["x_human", "y_human"]].to_numpy(dtype=np.float64)
     clean = ~points["is_label_issue"].to_numpy(dtype=bool)
@@ -158,13 +191,13 @@ def candidates(points: pd.DataFrame, normaliser: np.ndarray) -> dict[str, np.nda
     return out
 
 
-def proposal_table(points: pd.DataFrame, normaliser: np.ndarray, true_xy: np.ndarray, kinds: np.ndarray
-                   ) -> pd.DataFrame:
+def proposal_table(points: pd.DataFrame, normaliser: np.ndarray, true_xy: np.ndarray, kinds: np.ndarray,
+                   extra: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
     """Mean distance (NME) from the labels before planting of each candidate, over the flagged points of each
     planted kind, and over the flagged points nothing was planted on (a correct label moved)."""
     flagged = points["is_label_issue"].to_numpy(dtype=bool)
     rows = {}
-    for name, xy in candidates(points, normaliser).items():
+    for name, xy in candidates(points, normaliser, extra).items():
         error = np.linalg.norm(xy - true_xy, axis=1) / normaliser
         row = {kind: float(np.nanmean(error[flagged & (kinds == kind)])) for kind in np.unique(kinds[kinds != ""])
                if (flagged & (kinds == kind)).any()}
@@ -269,6 +302,9 @@ def report(work: Path) -> dict[str, float]:
         norm = im.set_index("image_id")["normaliser"].reindex(p["image_id"]).to_numpy()
         true_xy = truth_points(work / "truth", p)
         moved = displacement(p, norm, true_xy, kinds)
+        model_error = np.linalg.norm(p[["x_pred", "y_pred"]].to_numpy(dtype=np.float64) - true_xy, axis=1) / norm
+        print(f"the model's position is {np.nanmean(model_error):.4f} NME from the labels before planting "
+              f"(median {np.nanmedian(model_error):.4f})")
         swaps = swap_table(im, n)
         print(f"operating point (is_label_issue, swaps apart): {op['flags']} flags, precision {op['precision']:.3f}, "
               f"recall {op['recall']:.3f} (" + ", ".join(f"{k[7:]} {v:.2f}" for k, v in op.items()
@@ -285,7 +321,8 @@ def report(work: Path) -> dict[str, float]:
               f"recall {at_default['recall']:.3f}")
         print("mean distance (NME) from the labels before planting of each candidate correction, over the flagged "
               "points of each planted kind (unplanted: flagged points nothing was planted on)")
-        print(proposal_table(p, norm, true_xy, kinds).to_string(float_format=lambda v: f"{v:.4f}"))
+        seeded = {"model-seeded search": model_seeded_search(work, p)}
+        print(proposal_table(p, norm, true_xy, kinds, seeded).to_string(float_format=lambda v: f"{v:.4f}"))
         if split == "benchmark":
             worst = false_flag_sheet(work, p, norm, kinds)
             print(f"the {len(worst)} lowest-scored flags on unplanted points (drawn to {work / 'false_flags.png'}):")
@@ -297,7 +334,7 @@ def report(work: Path) -> dict[str, float]:
             if kind in auditor.index:
                 summary[f"{prefix}{kind}_auroc"] = float(auditor.loc[kind, "auroc"])
         summary.update({f"{prefix}precision": op["precision"], f"{prefix}recall": op["recall"],
-                        f"{prefix}removed": moved["removed"]})
+                        f"{prefix}removed": moved["removed"], f"{prefix}model_nme": float(np.nanmean(model_error))})
     calibration = manifest.get("calibration")
     if calibration:
         print(f"\ncalibrated on the whole dataset's own planted copy: threshold {calibration['threshold']:.3g}, "
@@ -335,15 +372,17 @@ def subset(work: Path, full: Path, faces: int) -> None:
     splits[keep].to_csv(work / "splits.csv")
 
 
-def out_of_sample(work: Path, full: Path, faces: int) -> Path:
-    """work/ for the out-of-sample point: work/faces links the development split and `faces` less its size of the
-    unplanted faces (a choice seeded with OOF_SEED), none of the benchmark split; the model trained on them audits
-    the learning-curve point's dataset full/faces_<faces> (its splits and truth), so the benchmark split is
+def out_of_sample(work: Path, full: Path, faces: int, train_faces: int) -> Path:
+    """work/ for the out-of-sample point: work/faces links the development split and `train_faces` less its size of
+    the unplanted faces (a choice seeded with OOF_SEED), none of the benchmark split; the model trained on them
+    audits the learning-curve point's dataset full/faces_<faces> (its splits and truth), so the benchmark split is
     audited by a model that never saw it, beside the same faces audited by their own model."""
     splits = pd.read_csv(full / "splits.csv", index_col="image_id")["split"]
     rest, dev = sorted(splits.index[splits == "rest"]), sorted(splits.index[splits == "development"])
+    if not len(dev) <= train_faces <= len(dev) + len(rest):
+        sys.exit(f"--train-faces must be between {len(dev)} and {len(dev) + len(rest)}")
     order = np.random.default_rng(OOF_SEED).permutation(len(rest))
-    for face in dev + sorted(rest[i] for i in order[: faces - len(dev)]):
+    for face in dev + sorted(rest[i] for i in order[: train_faces - len(dev)]):
         for path in (full / "faces").glob(face + ".*"):
             link = work / "faces" / path.relative_to(full / "faces")
             link.parent.mkdir(parents=True, exist_ok=True)
@@ -354,6 +393,16 @@ def out_of_sample(work: Path, full: Path, faces: int) -> Path:
         (work / "truth").symlink_to((full / "truth").resolve())
     pd.read_csv(in_sample / "splits.csv").to_csv(work / "splits.csv", index=False)
     return in_sample / "faces"
+
+
+def variant(work: Path, name: str) -> Path:
+    """work/variant_<name>/: the same faces, truth and splits as `work` (links), for a model trained another way."""
+    out = work / f"variant_{name}"
+    out.mkdir(parents=True, exist_ok=True)
+    for entry in ("faces", "truth", "splits.csv"):
+        if not (out / entry).is_symlink():
+            (out / entry).symlink_to((work / entry).resolve())
+    return out
 
 
 def main() -> None:
@@ -367,7 +416,19 @@ def main() -> None:
                         help="with --faces: audit that point's dataset with a model trained on FACES other faces "
                              "(the development split and unplanted ones; in WORKDIR/oof_FACES), so the benchmark "
                              "split is audited by a model that never saw it")
+    parser.add_argument("--train-faces", type=int, default=None,
+                        help="with --out-of-sample: how many faces that model trains on (default FACES; from 160, "
+                             "the development split alone), in WORKDIR/oof_FACES_trainTRAIN_FACES")
+    parser.add_argument("--variant", default=None,
+                        help="train and audit the point's faces again with the --set fields, in WORKDIR[/faces_N]"
+                             "/variant_VARIANT")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a training config field for --variant (repeatable), as `auditor train --set`")
     args = parser.parse_args()
+    if args.overrides and not args.variant:
+        sys.exit("--set needs --variant (a name for the directory its model goes to)")
+    if args.train_faces is not None and not args.out_of_sample:
+        sys.exit("--train-faces needs --out-of-sample")
     if args.out_of_sample and args.faces is None:
         sys.exit("--out-of-sample needs --faces (run that learning-curve point first)")
     work = args.workdir
@@ -377,15 +438,22 @@ def main() -> None:
         plant(work, args.quick)
     audited = None
     if args.faces is not None:
-        full, work = work, work / f"{'oof' if args.out_of_sample else 'faces'}_{args.faces}"
+        train_faces = args.train_faces or args.faces
+        name = f"faces_{args.faces}"
         if args.out_of_sample:
-            audited = out_of_sample(work, full, args.faces)
+            name = f"oof_{args.faces}" + (f"_train{train_faces}" if train_faces != args.faces else "")
+        full, work = work, work / name
+        if args.out_of_sample:
+            audited = out_of_sample(work, full, args.faces, train_faces)
         elif not (work / "splits.csv").is_file():
             subset(work, full, args.faces)
+    if args.variant:
+        work = variant(work, args.variant)
     audited = audited or work / "faces"
     preset = "tiny" if args.quick else "cpu"
-    steps = [timed("trained", ["train", str(work / "faces"), "--out", str(work / "model.pt"), "--preset", preset],
-                   trained(work / "model.pt")),
+    settings = [arg for pair in args.overrides for arg in ("--set", pair)]
+    steps = [timed("trained", ["train", str(work / "faces"), "--out", str(work / "model.pt"), "--preset", preset,
+                               *settings], trained(work / "model.pt")),
              timed("audited", ["audit", str(audited), "--model", str(work / "model.pt"), "--out",
                                str(work / "audit")], (work / "audit" / "manifest.json").is_file())]
     faces = len(pd.read_csv(work / "splits.csv"))
