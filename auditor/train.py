@@ -12,6 +12,7 @@ rounds take the proposals rather than the search alone.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import hashlib
 import math
@@ -35,6 +36,7 @@ from auditor.dataset import Dataset
 from auditor.errors import InputError
 from auditor.heatmaps import encode
 from auditor.model import Config, LandmarkModel
+from auditor.model.presets import native_bf16
 from auditor.search import SearchConfig
 
 
@@ -267,6 +269,10 @@ def _train(ds: Dataset, config: Config, out: Path, device: torch.device, resume:
                 f"{config.ghcu_epochs}), so that each sees at least min_images = {config.min_images} crops of "
                 f"these {len(ds)} faces")
         config = sized
+        if config.bf16 is None:
+            config = dataclasses.replace(config, bf16=native_bf16(device))
+            log(f"bf16 autocast {'on' if config.bf16 else 'off'}: {device.type} "
+                f"{'computes' if config.bf16 else 'does not compute'} bf16 natively (--set bf16=false/true to choose)")
         model = LandmarkModel(ds.num_points, config)
     search_config = search_config or SearchConfig()
     model.to(device)

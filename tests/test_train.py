@@ -255,3 +255,29 @@ def test_channels_last_and_bf16_train_a_model_that_loads(faces, tmp_path):
     assert loaded.config.bf16 and loaded.config.channels_last
     stacks, corrected = loaded(torch.rand(2, 3, config.input_size, config.input_size))
     assert corrected.dtype == torch.float32 and torch.isfinite(corrected).all()
+
+
+def test_bf16_auto_is_resolved_for_the_device_and_stored(faces, tmp_path, monkeypatch):
+    """The presets leave bf16 to the device (None); training decides once, says so, and the checkpoint keeps the
+    decision, so resuming or auditing never depends on the machine that reads it."""
+    import auditor.train as training
+
+    assert get_preset("cpu").bf16 is None and get_preset("cpu").channels_last
+    assert get_preset("cpu", bf16="auto").bf16 is None and get_preset("cpu", bf16="false").bf16 is False
+    ds = read_dataset(faces)
+    for native in (False, True):
+        monkeypatch.setattr(training, "native_bf16", lambda device, native=native: native)
+        said = []
+        train(ds, get_preset("tiny", **dict(TINY, rounds=0)), tmp_path / f"{native}.pt", progress=False,
+              log=said.append)
+        assert load_checkpoint(tmp_path / f"{native}.pt")["config"]["bf16"] is native
+        assert any(f"bf16 autocast {'on' if native else 'off'}" in line for line in said)
+
+
+def test_native_bf16_is_false_where_the_device_cannot_say(monkeypatch):
+    from auditor.model.presets import native_bf16
+
+    assert native_bf16("meta") is False
+    assert isinstance(native_bf16("cpu"), bool)
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: (_ for _ in ()).throw(OSError("no /proc")))
+    assert native_bf16("cpu") is False

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
+
+import torch
 
 from auditor.errors import InputError
 from auditor.validation import dataclass_from_json
@@ -47,10 +50,11 @@ class Config:
     blur: float = 0.3  # probability of a Gaussian blur
     workers: int = 0
     seed: int = 0
-    # training speed (benchmarks/train_speed.py): the hourglass in channels_last memory format, and its forward
-    # passes under bf16 autocast (the loss and the weights stay float32)
-    channels_last: bool = False
-    bf16: bool = False
+    # training speed (benchmarks/train_speed.py, benchmarks/README.md): the hourglass in channels_last memory
+    # format, and its forward passes under bf16 autocast (the loss and the weights stay float32); bf16 None: where
+    # the training device computes bf16 natively (`native_bf16`), resolved when training starts
+    channels_last: bool = True
+    bf16: bool | None = None
 
     def __post_init__(self) -> None:
         # every field within a range far beyond any preset: a config from a file asking for more is damaged, not
@@ -100,6 +104,21 @@ PRESETS: dict[str, Config] = {
 }
 
 
+def native_bf16(device: str | torch.device) -> bool:
+    """Whether `device` computes bf16 natively: a CUDA GPU that supports it, or a CPU with AVX-512 BF16 or AMX (read
+    from /proc/cpuinfo; elsewhere, and on CPUs that would emulate it more slowly than float32, False)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
 def get_preset(name: str, **overrides: object) -> Config:
     """The named preset with some fields replaced; string values (from the CLI) are converted to the field's type."""
     if name not in PRESETS:
@@ -110,7 +129,8 @@ def get_preset(name: str, **overrides: object) -> Config:
     for key, value in overrides.items():
         if key not in fields:
             raise InputError(f"unknown config field '{key}': expected one of {', '.join(fields)}")
-        values[key] = _convert(key, value, type(getattr(base, key)))
+        default = getattr(base, key)
+        values[key] = _convert(key, value, bool if key == "bf16" else type(default), optional=key == "bf16")
     return dataclasses.replace(base, **values)
 
 
@@ -131,9 +151,11 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def _convert(key: str, value: object, kind: type) -> object:
+def _convert(key: str, value: object, kind: type, *, optional: bool = False) -> object:
     if not isinstance(value, str):
         return value
+    if optional and value.lower() == "auto":
+        return None
     try:
         if kind is bool:
             if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
