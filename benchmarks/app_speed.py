@@ -155,16 +155,30 @@ def use_sample_images(audit_dir: Path) -> None:
     (audit_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
 
 
-# the next item is ready: the URL names it, the panel's title names it, and Streamlit's script is not running
-_READY_JS = """([image, point]) => {
+# the next item is ready: the URL has moved on from `before` and names an item, the panel's title names that item,
+# and Streamlit's script is not running (no running icon, no element left stale by the last run)
+_READY_JS = """(before) => {
+  if (location.href === before) return false;
   const url = new URL(location.href);
-  if (url.searchParams.get("image") !== image || url.searchParams.get("point") !== point) return false;
-  if (document.querySelector('[data-testid="stStatusWidgetRunningIcon"], [data-testid="stStatusWidgetRunningManIcon"]'))
+  const image = url.searchParams.get("image"), point = url.searchParams.get("point");
+  if (image === null || point === null) return false;
+  if (document.querySelector('[data-testid="stStatusWidgetRunningIcon"], [data-testid="stStatusWidgetRunningManIcon"], '
+                             + '[data-stale="true"]'))
     return false;
   const title = point === "face" ? `${image}, the whole face` : `${image}, point ${point} `;
   return [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')].some(
     el => el.innerText.startsWith(title));
 }"""
+
+
+def _first_item(page) -> tuple[str, str]:
+    """(image, point) of the item the review panel shows, from its title ('face' for a whole face)."""
+    import re
+
+    title = page.locator('[data-testid="stMarkdownContainer"]').filter(
+        has_text=re.compile(r", (the whole face|point \d+ )")).first.inner_text()
+    match = re.match(r"(.+?), (?:the whole (face)|point (\d+) )", title)
+    return match[1], match[2] or match[3]
 
 
 def measure_browser(audit_dir: Path, decisions: int) -> dict[str, float]:
@@ -193,18 +207,17 @@ def measure_browser(audit_dir: Path, decisions: int) -> dict[str, float]:
         t = time.perf_counter()
         page.goto(url)
         page.get_by_text("Review", exact=True).first.click()
-        page.wait_for_function("() => new URL(location.href).searchParams.has('image')")
-        page.wait_for_function(_READY_JS, arg=list(current(page.url)))
+        page.locator(".st-key-accept button, .st-key-accept_face button").first.wait_for()
         review_s = time.perf_counter() - t
         for _ in range(decisions):
-            item = current(page.url)
-            name = "Accept all proposals" if item[1] == "face" else "Accept"
-            button = page.get_by_role("button", name=name, exact=True)
             before = page.url
+            # the queue's first item is shown before any URL names it: the panel's title names it
+            item = current(before) if "point=" in before else _first_item(page)
+            key = "accept_face" if item[1] == "face" else "accept"
+            button = page.locator(f'.st-key-{key}:not([data-stale="true"]) button').first
             t = time.perf_counter()
             button.click()
-            page.wait_for_function("before => location.href !== before", arg=before)
-            page.wait_for_function(_READY_JS, arg=list(current(page.url)))
+            page.wait_for_function(_READY_JS, arg=before)
             timings.append(time.perf_counter() - t)
             decided.append(item)
         browser.close()
