@@ -190,7 +190,7 @@ def measure_browser(audit_dir: Path, decisions: int) -> dict[str, float]:
     from playwright.sync_api import sync_playwright
 
     sys.path.insert(0, str(REPO))  # the `app` package lives beside `auditor`
-    from app.serve import serving
+    from app.serve import CHROMIUM, CHROMIUM_ARGS, serving
 
     use_sample_images(audit_dir)
 
@@ -200,8 +200,7 @@ def measure_browser(audit_dir: Path, decisions: int) -> dict[str, float]:
 
     timings, decided = [], []
     with (serving(audit_dir, startup_s=120) as url, sync_playwright() as playwright):
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium",
-                                             args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1950})
         page.set_default_timeout(120_000)
         t = time.perf_counter()

@@ -20,14 +20,11 @@ from playwright.sync_api import expect, sync_playwright
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the `app` package lives beside `auditor`, which is the one installed
 
-from app.serve import serving  # noqa: E402
+from app.serve import CHROMIUM, CHROMIUM_ARGS, serving  # noqa: E402
 from auditor.audit_dir import REVIEWS  # noqa: E402
 
 AUDIT = Path("sample_data") / "audit"  # relative to ROOT: the sidebar shows this
 OUT = ROOT / "docs"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 WIDTH, MIN_HEIGHT, MAX_HEIGHT, BOTTOM_MARGIN = 1500, 800, 2400, 48
 ISSUE_TYPE = "chain_swap"  # the review page's queue: its first item, two neighbours exchanged
 CLICK_AT = (0.5, 0.56)  # where the zoom is clicked, as fractions of its width and height: just below the label
@@ -66,7 +63,7 @@ def main() -> None:
     if (ROOT / AUDIT / REVIEWS).exists():
         sys.exit(f"{AUDIT / REVIEWS} holds decisions: move it away to take the screenshots of a fresh audit")
     with serving(AUDIT, startup_s=STARTUP_S, env={"LOGNAME": "curator"}) as url, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": WIDTH, "height": MAX_HEIGHT})
         page.set_default_timeout(TIMEOUT_MS)
         expect.set_options(timeout=TIMEOUT_MS)

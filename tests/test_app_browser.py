@@ -36,11 +36,9 @@ sys.path.insert(0, str(ROOT))  # the `app` package lives beside `auditor`, which
 
 from app.figures import zoom_box, zoom_edges, zoom_to_image  # noqa: E402
 from app.review import DEFAULT_ZOOM, MIN_ZOOM_HALF, ZOOM_WIDTH  # noqa: E402
-from app.serve import serving  # noqa: E402
+from app.serve import CHROMIUM_ARGS, serving  # noqa: E402
 
 SAMPLE = ROOT / "sample_data" / "audit"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 STARTUP_S, UI_TIMEOUT_MS = 60, 60_000
 VIEWPORT = {"width": 1500, "height": 1950}  # Streamlit scrolls inside the page: a tall window shows the whole panel
 ZOOM = 'iframe[title="streamlit_image_coordinates.streamlit_image_coordinates"]'

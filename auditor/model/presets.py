@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from auditor.errors import InputError
-from auditor.validation import dataclass_from_json
+from auditor.validation import _allowed, dataclass_from_json
 
 ROUND_TARGETS = ("proposed", "searched")
 
@@ -125,12 +126,14 @@ def get_preset(name: str, **overrides: object) -> Config:
         raise InputError(f"unknown preset '{name}': expected one of {', '.join(PRESETS)}")
     base = PRESETS[name]
     fields = {f.name: f for f in dataclasses.fields(Config)}
+    hints = typing.get_type_hints(Config)
     values = {}
     for key, value in overrides.items():
         if key not in fields:
             raise InputError(f"unknown config field '{key}': expected one of {', '.join(fields)}")
-        default = getattr(base, key)
-        values[key] = _convert(key, value, bool if key == "bf16" else type(default), optional=key == "bf16")
+        allowed = _allowed(hints[key])
+        kind = next(t for t in allowed if t is not type(None))
+        values[key] = _convert(key, value, kind, optional=type(None) in allowed)
     return dataclasses.replace(base, **values)
 
 
