@@ -86,7 +86,7 @@ class AuditView:
     gains: pd.DataFrame  # `auditor.triage.point_gains` of `points`, on its index
     face_points: dict[str, np.ndarray]  # image_id -> its rows of `points`, by point
     image_row: dict[str, int]  # image_id -> its row of `images`, which is its row of the heatmap store
-    issue_keys: pd.DataFrame  # (image_id, point) of every point with is_label_issue
+    issue_keys: pd.MultiIndex  # (image_id as str, point) of every point with is_label_issue, unique
     heatmaps: HeatmapStore | None
     heatmaps_error: str | None  # why there is no heatmap store
 
@@ -143,7 +143,8 @@ def build_view(audit_dir: Path) -> AuditView:
         path=audit_dir, manifest=audit.manifest, points=points, images=images, scheme_points=scheme_points,
         flip=flip, gains=point_gains(points, images, audit.manifest, flip), face_points=face_points,
         image_row=image_row,
-        issue_keys=points.loc[issues, ["image_id", "point"]].reset_index(drop=True),
+        issue_keys=pd.MultiIndex.from_arrays([image_ids[issues].astype(str).astype(object),
+                                              points.point.to_numpy(dtype=np.int64)[issues]]).unique(),
         heatmaps=heatmaps, heatmaps_error=error)
 
 

@@ -36,19 +36,23 @@ def _image_axes(box: tuple[float, float, float, float]) -> dict:
                                                               "scaleratio": 1}}
 
 
-def _arrows(face: pd.DataFrame, colour: str, width: float, name: str, to: str = "searched") -> dict:
-    """One trace of arrows from each human point to its position `to` (a column prefix): segments apart by gaps, a
-    head at the far end turned along its segment (plotly's `angleref='previous'`); one trace is far faster than
-    annotations."""
+def _arrows(face: pd.DataFrame, colour: str, width: float, name: str, to: str = "searched") -> list[dict]:
+    """Arrows from each human point to its position `to` (a column prefix), as two traces, far faster to draw than
+    annotations: the shafts, one line broken by gaps, and the heads, one marker at each far end turned along its
+    shaft (degrees clockwise from up, image y down)."""
     finite = face[np.isfinite(face[["x_human", "y_human", f"x_{to}", f"y_{to}"]]).all(axis=1)]
     n = len(finite)
     x, y = np.full(3 * n, np.nan), np.full(3 * n, np.nan)
     x[0::3], x[1::3] = finite.x_human, finite[f"x_{to}"]
     y[0::3], y[1::3] = finite.y_human, finite[f"y_{to}"]
-    return {"type": "scatter", "x": x, "y": y, "mode": "lines+markers", "name": name, "hoverinfo": "skip",
-            "line": {"color": colour, "width": width},
-            "marker": {"symbol": "arrow", "angleref": "previous", "size": np.tile([0.0, 6.0 + 2 * width, 0.0], n),
-                       "color": colour}}
+    angle = np.degrees(np.arctan2(x[1::3] - x[0::3], y[0::3] - y[1::3]))
+    shafts = {"type": "scatter", "x": x, "y": y, "mode": "lines", "name": name, "legendgroup": name,
+              "hoverinfo": "skip", "line": {"color": colour, "width": width}}
+    heads = {"type": "scatter", "x": x[1::3], "y": y[1::3], "mode": "markers", "name": name, "legendgroup": name,
+             "showlegend": False, "hoverinfo": "skip",
+             "marker": {"symbol": "arrow", "angleref": "up", "angle": angle, "size": 6.0 + 2 * width,
+                        "color": colour}}
+    return [shafts, heads]
 
 
 def face_figure(face: pd.DataFrame, selected: int, *, image_uri: str | None, image_origin: tuple[int, int] = (0, 0),
@@ -59,7 +63,8 @@ def face_figure(face: pd.DataFrame, selected: int, *, image_uri: str | None, ima
     `face` has one row per point (x_human, y_human, x_searched, ... of points.parquet); `image_uri` is the image (or
     a crop of it whose top-left pixel is `image_origin`) as a data URI, None to draw the points alone; `view` is the
     visible box (x0, y0, x1, y1) in image pixels: points outside it are left out; `arrows` the column prefix the
-    arrows point to (e.g. `fix`, with x_fix, y_fix in `face`) and their legend name.
+    arrows point to (e.g. `fix`, with x_fix, y_fix in `face`) and their legend name. Its backgrounds are clear, for
+    it is drawn without Streamlit's theme (`theme=None`), which costs the browser about 50 ms a redraw.
     """
     x0, y0, x1, y1 = view
     chosen = (face.point == selected).to_numpy()
@@ -71,13 +76,14 @@ def face_figure(face: pd.DataFrame, selected: int, *, image_uri: str | None, ima
     data += [{"type": "scatter", "x": face[f"x_{prefix}"].to_numpy(), "y": face[f"y_{prefix}"].to_numpy(),
               "mode": "markers", "name": name, "marker": marker, "text": names,
               "hovertemplate": "%{text}<br>(%{x:.1f}, %{y:.1f})"} for prefix, name, marker in POINT_SETS]
-    data += [_arrows(face[~chosen], ARROW_COLOUR, 1.0, arrows[1], arrows[0]),
-             _arrows(face[chosen], SELECTED_COLOUR, 2.5, f"selected: {arrows[1]}", arrows[0]),
+    data += [*_arrows(face[~chosen], ARROW_COLOUR, 1.0, arrows[1], arrows[0]),
+             *_arrows(face[chosen], SELECTED_COLOUR, 2.5, f"selected: {arrows[1]}", arrows[0]),
              {"type": "scatter", "x": face.x_human[chosen].to_numpy(), "y": face.y_human[chosen].to_numpy(),
               "mode": "markers", "name": "selected", "hoverinfo": "skip",
               "marker": {"symbol": "circle-open", "size": 18, "color": SELECTED_COLOUR, "line": {"width": 3}}}]
     layout = {**_image_axes(view), "height": height, "margin": {"l": 0, "r": 0, "t": 10, "b": 0},
-              "legend": {"orientation": "h", "y": -0.02, "yanchor": "top"}}
+              "legend": {"orientation": "h", "y": -0.02, "yanchor": "top"}, "paper_bgcolor": "rgba(0,0,0,0)",
+              "plot_bgcolor": "rgba(0,0,0,0)"}
     return go.Figure(data=data, layout=layout)
 
 

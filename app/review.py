@@ -36,11 +36,14 @@ from auditor.triage import FACE, ORDERS, queue_items
 
 CURRENT, QUEUE, SHOWN, ERROR, AUDIT = "current", "queue", "queue_shown", "review_error", "review_audit"
 ZOOM, ZOOM_LEVEL, CLICK, CLICKED, ZOOM_SHOWN = "zoom", "zoom_level", "zoom_click", "zoom_clicked", "zoom_shown"
+SURFACES, SURFACES_ON = "surfaces", "surfaces_on"  # the 3-D toggle's widget key, and the choice kept beside it
+REMOVED = "removed_by_face"  # the audit's version, and image_id -> (its decisions' (count, max id, sum of ids), NME)
 EDIT_X, EDIT_Y, EDIT_FOR, FACE_TABLE = "edit_x", "edit_y", "edit_for", "face_points"
 FACE_COLUMNS = ["point", "point_name", "x_human", "y_human", "x_searched", "y_searched", "x_pred", "y_pred"]
 QUEUE_COLUMNS = ["image_id", "point", "point_name", "group", "issue_type", "label_score", "gain", "displacement_nme",
                  "searched_nme"]
 ORDER_NAMES = {"gain": "expected gain", "score": "label_score"}
+SCAN = 64  # queue items `_next_undecided` checks one by one before it computes every item's decision
 ZOOMS = (1, 2, 4, 8)  # the zoom's side is the face's normaliser over the level
 DEFAULT_ZOOM = 2
 MIN_ZOOM_HALF = 4.0  # image px: the closest zoom still shows a point's neighbourhood
@@ -179,11 +182,25 @@ def item_decisions(queue: Queue, decisions: pd.DataFrame) -> tuple[np.ndarray, n
 
 
 def _next_undecided(queue: Queue, item: tuple[str, int] | None, decisions: pd.DataFrame) -> tuple[str, int] | None:
-    """The first item of the queue after `item` (from the start when it is not in the queue) not decided."""
-    _, done = item_decisions(queue, decisions)
+    """The first item of the queue after `item` (from the start when it is not in the queue) not decided, as
+    `item_decisions` decides: the next SCAN items are checked one by one (the usual case: the next item is
+    undecided), the rest of the queue at once."""
     start = queue.position(item)
-    following = np.flatnonzero(~done[0 if start is None else start + 1:])
-    return queue.item(following[0] + (0 if start is None else start + 1)) if len(following) else None
+    first = 0 if start is None else start + 1
+    decided = set(zip(decisions.image_id.astype(str), decisions.point.to_numpy(dtype=np.int64).tolist(), strict=True))
+    for position in range(first, min(first + SCAN, len(queue))):
+        image_id, point = queue.item(position)
+        if point == FACE:
+            made = sum((image_id, int(p)) in decided for p in queue.members[image_id])
+            if made == 0 or made < len(queue.members[image_id]):
+                return image_id, point
+        elif (image_id, point) not in decided:
+            return image_id, point
+    if first + SCAN >= len(queue):
+        return None
+    _, done = item_decisions(queue, decisions)
+    following = np.flatnonzero(~done[first + SCAN:])
+    return queue.item(following[0] + first + SCAN) if len(following) else None
 
 
 def _on_select(queue: Queue) -> None:
@@ -370,12 +387,13 @@ def face_ui(view: AuditView, item: tuple[str, int], row: pd.Series, proposal: np
     """The face with its points, and the zoom around the current point."""
     face = view.points[FACE_COLUMNS].iloc[view.face_points[item[0]]]
     path, uri, size, box_all = _face_image(view, item[0], face)
-    st.plotly_chart(figures.face_figure(face, item[1], image_uri=uri, view=box_all), key="face")
+    st.plotly_chart(figures.face_figure(face, item[1], image_uri=uri, view=box_all), key="face", theme=None)
     zoom_ui(view, item, row, face, path, size, proposal)
 
 
 def heatmap_ui(view: AuditView, item: tuple[str, int], row: pd.Series) -> None:
-    """The point's heatmap window, flat and as a surface beside the ideal Gaussian, and its shape measures."""
+    """The point's heatmap window, flat and, when the curator turns them on, as a surface beside the ideal Gaussian,
+    and its shape measures."""
     stats = st.columns(3)
     for i, (column, label, fmt) in enumerate(STAT_COLUMNS):
         value = _float(row, column)
@@ -393,9 +411,15 @@ def heatmap_ui(view: AuditView, item: tuple[str, int], row: pd.Series) -> None:
              for prefix, _, _ in (*figures.POINT_SETS, figures.BROAD_SEARCH)}
     st.plotly_chart(figures.heatmap_figure(window, origin, marks, anisotropy=_float(row, "anisotropy"),
                                            angle=_float(row, "angle")), key="heatmap")
-    peak = float(window.max()) if window.size and window.max() > 0 else 1.0
-    ideal = figures.ideal_window(window.shape[-1], tuple(marks["human"] - origin), view.sigma, peak)
-    st.plotly_chart(figures.surface_figure(window, ideal, origin, sigma=view.sigma), key="surface")
+    if SURFACES not in st.session_state:  # as the zoom: the widget's state goes with the page, the choice stays
+        st.session_state[SURFACES] = st.session_state.get(SURFACES_ON, False)
+    st.session_state[SURFACES_ON] = st.toggle(
+        "3-D surfaces", key=SURFACES, help="The window and the ideal Gaussian as surfaces. A browser without "
+        "graphics acceleration takes about 0.4 s more to draw each item with them")
+    if st.session_state[SURFACES_ON]:
+        peak = float(window.max()) if window.size and window.max() > 0 else 1.0
+        ideal = figures.ideal_window(window.shape[-1], tuple(marks["human"] - origin), view.sigma, peak)
+        st.plotly_chart(figures.surface_figure(window, ideal, origin, sigma=view.sigma), key="surface")
     st.caption(f"Heatmap pixels; {window.shape[-1]}×{window.shape[-1]} window around the label. The ideal Gaussian "
                "is centred on the label at the window's peak height.")
 
@@ -500,7 +524,8 @@ def face_panel_ui(view: AuditView, queue: Queue, image_id: str, store: ReviewSto
     with left:
         _, uri, _, box_all = _face_image(view, image_id, face)
         arrows = ("fix", "human → mirrored" if swapped else "human → proposed")
-        st.plotly_chart(figures.face_figure(face, FACE, image_uri=uri, view=box_all, arrows=arrows), key="face")
+        st.plotly_chart(figures.face_figure(face, FACE, image_uri=uri, view=box_all, arrows=arrows), key="face",
+                        theme=None)
     with right:
         decided = decisions[decisions.image_id == image_id].set_index("point").decision
         table = pd.DataFrame({"point": flagged.point.to_numpy(), "point_name": flagged.point_name.to_numpy(),
@@ -517,13 +542,27 @@ def face_panel_ui(view: AuditView, queue: Queue, image_id: str, store: ReviewSto
 
 
 def _error_removed(view: AuditView, decisions: pd.DataFrame) -> float:
-    """The error the corrections decided so far remove, NME (`auditor.export.error_removed`), from the decided faces'
-    rows alone."""
-    faces = [f for f in decisions.image_id[decisions.decision.isin(APPLIED)].unique() if f in view.face_points]
-    if not faces:
+    """The error the corrections decided so far remove, NME, summed over the decided faces: each face's share
+    (`auditor.export.error_removed`) is computed from its rows alone and kept in the session until its decisions
+    change."""
+    applied = decisions[decisions.decision.isin(APPLIED) & decisions.image_id.isin(view.face_points.keys())]
+    if applied.empty:
         return 0.0
-    rows = np.concatenate([view.face_points[f] for f in faces])
-    return error_removed(Audit(view.manifest, view.points.iloc[rows], view.images), decisions)
+    faces = decisions[decisions.image_id.isin(applied.image_id.unique())]
+    signatures = faces.groupby("image_id", sort=False).id.agg(["size", "max", "sum"])
+    version = (str(view.path), audit_version(view.path))
+    if st.session_state.get(REMOVED, {}).get("version") != version:
+        st.session_state[REMOVED] = {"version": version, "faces": {}}
+    known = st.session_state[REMOVED]["faces"]
+    stale = [f for f, sig in zip(signatures.index, signatures.itertuples(index=False), strict=True)
+             if known.get(f, (None,))[0] != tuple(sig)]
+    if stale:
+        rows = np.concatenate([view.face_points[f] for f in stale])
+        share = error_removed(Audit(view.manifest, view.points.iloc[rows], view.images),
+                              faces[faces.image_id.isin(stale)])
+        for f in stale:
+            known[f] = (tuple(signatures.loc[f]), float(share.get(f, 0.0)))
+    return float(sum(known[f][1] for f in signatures.index))
 
 
 @st.fragment
@@ -534,8 +573,8 @@ def panel_ui(view: AuditView, queue: Queue, reviewer: str) -> None:
         st.code(st.session_state[ERROR], language=None)
     try:
         store = ReviewStore(view.path)
-        progress = store.progress(view.issue_keys)
         decisions = store.latest()
+        progress = store.progress(view.issue_keys, latest=decisions)
         removed = _error_removed(view, decisions)
     except InputError as e:
         st.error("Cannot read this audit's decisions:")
@@ -562,7 +601,7 @@ def review_ui(view: AuditView, reviewer: str) -> None:
     st.header("Review")
     previous = st.session_state.get(AUDIT)
     if previous != str(view.path):  # another audit: start afresh, the URL's item belongs to the audit left
-        for key in (CURRENT, SHOWN, QUEUE, ERROR, EDIT_FOR, ZOOM_SHOWN, FACE_TABLE):
+        for key in (CURRENT, SHOWN, QUEUE, ERROR, EDIT_FOR, ZOOM_SHOWN, FACE_TABLE, REMOVED):
             st.session_state.pop(key, None)
         for name in ("image", "point") if previous is not None else ():
             if name in st.query_params:

@@ -136,10 +136,12 @@ def corrections(audit: Audit, decisions: pd.DataFrame, *, only: str = "accepted"
             .sort_values(by, kind="stable").drop(columns="rank").reset_index(drop=True))
 
 
-def error_removed(audit: Audit, decisions: pd.DataFrame) -> float:
-    """The error the accepted, edited and mirrored corrections remove, in NME: the sum of their displacement_nme.
-    `audit` may hold some faces only (those decided), whole: a mirrored point needs its partner's label."""
-    return float(np.nansum(corrections(audit, decisions, only="accepted").displacement_nme))
+def error_removed(audit: Audit, decisions: pd.DataFrame) -> pd.Series:
+    """The error the accepted, edited and mirrored corrections remove, per face (image_id -> NME): the sum of their
+    displacement_nme; faces without one are left out. `audit` may hold some faces only (those decided), whole: a
+    mirrored point needs its partner's label."""
+    table = corrections(audit, decisions, only="accepted")
+    return table.groupby("image_id", sort=False).displacement_nme.agg(lambda d: float(np.nansum(d)))
 
 
 def write_csv(table: pd.DataFrame, path: str | Path) -> None:

@@ -283,9 +283,15 @@ class ReviewStore:
                                  path=self.path, field=column)
 
         def numbers(column: str) -> pd.Series:
+            if pd.api.types.is_float_dtype(rows[column]) or pd.api.types.is_integer_dtype(rows[column]):
+                return rows[column].astype(np.float64)  # numbers and nulls only: nothing to check one by one
             values = rows[column].map(lambda v: v if isinstance(v, int | float) and not isinstance(v, bool)
                                       else None if v is None else math.nan, na_action=None)
             return pd.to_numeric(values, errors="coerce")
+
+        def texts(column: str, *, nulls: bool) -> bool:
+            return pd.api.types.infer_dtype(rows[column], skipna=nulls) in (("string", "empty") if nulls else
+                                                                            ("string",))
 
         face_level = rows.decision.isin(FACE_DECISIONS)
         point = numbers("point")
@@ -298,11 +304,13 @@ class ReviewStore:
             bad(face_level & rows[column].notna(), column, "null for a decision on the whole face")
             rows[column] = value
         bad(~rows.decision.isin(DECISIONS), "decision", f"one of {', '.join(DECISIONS)}")
-        bad(~rows.image_id.map(lambda v: isinstance(v, str)), "image_id", "text")
+        if not texts("image_id", nulls=False):
+            bad(~rows.image_id.map(lambda v: isinstance(v, str)), "image_id", "text")
         bad(rows.decision.eq("edit") & rows.x.isna(), "x", "a position for an edit")
         rows["point"] = point.fillna(FACE)  # a decision on the whole face: FACE
         for column in ("reviewer", "note", "created_at"):
-            rows[column] = rows[column].map(lambda v: v if v is None or isinstance(v, str) else str(v))
+            if not texts(column, nulls=True):
+                rows[column] = rows[column].map(lambda v: v if v is None or isinstance(v, str) else str(v))
         return rows.astype(_DTYPES)
 
     def mirrored_points(self) -> np.ndarray:
@@ -335,14 +343,21 @@ class ReviewStore:
             rows = rows[rows.point != FACE].reset_index(drop=True)
         return rows
 
-    def progress(self, issue_points: int | pd.DataFrame) -> dict[str, int]:
-        """Decided counts by decision against a total: an int, or a frame of (image_id, point) keys (e.g. the
-        audit's issues), in which case only decisions on those points count."""
-        latest = self.latest()
+    def progress(self, issue_points: int | pd.DataFrame | pd.MultiIndex, *,
+                 latest: pd.DataFrame | None = None) -> dict[str, int]:
+        """Decided counts by decision against a total: an int, or the (image_id, point) keys of e.g. the audit's
+        issues (a frame, or a MultiIndex of str image_id and int point), in which case only decisions on those
+        points count. `latest`: this store's `latest()` when the caller has just read it."""
+        latest = self.latest() if latest is None else latest
         if isinstance(issue_points, pd.DataFrame):
-            keys = issue_points[["image_id", "point"]].astype({"image_id": str, "point": np.int64}).drop_duplicates()
-            latest = latest.merge(keys, on=["image_id", "point"])
-            total = len(keys)
+            issue_points = pd.MultiIndex.from_arrays([
+                issue_points.image_id.astype(str).to_numpy(dtype=object),
+                issue_points.point.to_numpy(dtype=np.int64)]).unique()
+        if isinstance(issue_points, pd.MultiIndex):
+            keys = pd.MultiIndex.from_arrays([latest.image_id.astype(str).to_numpy(dtype=object),
+                                              latest.point.to_numpy(dtype=np.int64)])
+            latest = latest[issue_points.get_indexer(keys) >= 0]
+            total = len(issue_points)
         else:
             total = int(issue_points)
         counts = {d: int((latest.decision == d).sum()) for d in DECISIONS}  # a mirrored face: once per point

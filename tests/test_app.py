@@ -193,6 +193,42 @@ def test_reject_and_edit(audit_copy: Path) -> None:
     assert at.session_state["current"] == (queue.image_id[2], int(queue.point[2]))
 
 
+def test_the_error_removed_follows_a_changed_decision(audit_copy: Path) -> None:
+    at = gross_errors_only(run_app("Review"))
+    first = at.session_state["current"]
+    at.button(key="accept").click().run()
+    assert {m.label: m.value for m in at.metric}["Error removed so far (NME)"] != "0.000"
+    at.button(key="previous").click().run()
+    assert at.session_state["current"] == first
+    at.button(key="reject").click().run()  # the same face, decided again: its share is computed anew
+    assert {m.label: m.value for m in at.metric}["Error removed so far (NME)"] == "0.000"
+
+
+def test_the_next_undecided_item_scan_agrees_with_every_items_decision(audit_copy: Path) -> None:
+    from app.audit_view import build_view
+    from app.review import SCAN, _next_undecided, build_queue, item_decisions
+
+    view = build_view(audit_copy)
+    filters = (("groups", ()), ("image_query", ""), ("issue_types", ()), ("issues_only", False), ("order", "gain"),
+               ("point_names", ()))
+    queue = build_queue(view, filters)
+    rng = np.random.default_rng(0)
+    assert len(queue) > 4 * SCAN and (queue.points == FACE).any()
+    items = [queue.item(i) for i in range(len(queue))]
+    points = [(image_id, int(p)) for image_id, point in items
+              for p in (queue.members[image_id] if point == FACE else [point])]
+    for fraction in (0.0, 0.3, 0.97, 1.0):  # at 0.97 the next undecided item is mostly beyond SCAN
+        chosen = [points[i] for i in np.flatnonzero(rng.random(len(points)) < fraction)]
+        decisions = pd.DataFrame({"image_id": [c[0] for c in chosen], "point": [c[1] for c in chosen],
+                                  "decision": "accept"})
+        _, done = item_decisions(queue, decisions)
+        for start in [None, *rng.choice(len(queue), 20)]:
+            first = 0 if start is None else start + 1
+            following = np.flatnonzero(~done[first:])
+            expected = queue.item(first + following[0]) if len(following) else None
+            assert _next_undecided(queue, None if start is None else items[start], decisions) == expected
+
+
 def test_next_and_previous_walk_the_queue(audit_copy: Path) -> None:
     at = run_app("Review")
     queue = queue_table(at)
@@ -211,9 +247,21 @@ def test_deep_link_opens_the_item(audit_copy: Path) -> None:
     assert at.sidebar.radio(key="page").value == "Review"
     assert at.session_state["current"] == (quiet.image_id, int(quiet.point))
     assert any("not in the queue" in m.value for m in at.markdown)
-    assert len(at.get("plotly_chart")) == 3  # face, heatmap, surfaces
+    assert len(at.get("plotly_chart")) == 2  # face, heatmap; the 3-D surfaces wait for their toggle
     assert len(at.get("component_instance")) == 1  # the zoom to click on
     assert not at.warning  # the face's image was found through the manifest's relative dataset path
+
+
+def test_the_3d_surfaces_toggle_stays_from_one_item_to_the_next(audit_copy: Path) -> None:
+    at = gross_errors_only(run_app("Review"))
+    assert len(at.get("plotly_chart")) == 2
+    at.toggle(key="surfaces").set_value(True).run()
+    assert len(at.get("plotly_chart")) == 3  # face, heatmap, surfaces
+    at.button(key="open_face").click().run()  # a whole face has no heatmaps, and no toggle
+    assert not at.toggle and len(at.get("plotly_chart")) == 1
+    at.button(key="next").click().run()  # the face is not in this queue: its first item, a point
+    assert at.session_state["current"][1] != FACE
+    assert at.toggle(key="surfaces").value and len(at.get("plotly_chart")) == 3
 
 
 def test_review_without_heatmaps_or_images(audit_copy: Path) -> None:

@@ -30,6 +30,7 @@ from auditor.export import (
     CSV_COLUMNS,
     KEYPOINTS_FIELD,
     corrections,
+    error_removed,
     export_corrections,
     labelstudio_config,
     local_files_url,
@@ -577,6 +578,13 @@ def test_a_mirrored_face_exports_and_writes_every_partners_label(base, audit, tm
     assert set(mirrored.decision) == {"mirror"}
     np.testing.assert_allclose(mirrored[["x_corrected", "y_corrected"]].to_numpy(),
                                human.loc["face_0001"].loc[flip[mirrored.index]].to_numpy())
+    removed = error_removed(a, store.latest())  # per face, as the app sums it
+    assert sorted(removed.index) == ["face_0000", "face_0001"]
+    assert removed["face_0001"] == pytest.approx(mirrored.displacement_nme.sum()) and removed["face_0001"] > 0
+    assert removed.sum() == pytest.approx(accepted.displacement_nme.sum())
+    one = a.points.image_id == "face_0001"  # one face's rows alone give its share: a mirror needs no other face
+    assert error_removed(type(a)(a.manifest, a.points[one], a.images), store.latest())["face_0001"] == \
+        pytest.approx(removed["face_0001"])
     summary = export_corrections(audit, out=tmp_path / "c.csv", labels_dir=tmp_path / "labels", format="pts")
     assert summary["applied"] == 3 + len(moved)
     table = pd.read_csv(tmp_path / "c.csv", keep_default_na=False)

@@ -139,6 +139,9 @@ def test_bulk_and_progress(audit):
     assert progress == {"total": len(issues), "decided": decided, "remaining": len(issues) - decided,
                         "accept": len(selected), "reject": 1, "edit": 0, "mirror": 0}
     assert store.progress(1000)["decided"] == len(selected) + 1
+    keys = pd.MultiIndex.from_arrays([issues.image_id.astype(str).to_numpy(dtype=object),
+                                      issues.point.to_numpy(dtype=np.int64)])
+    assert store.progress(keys, latest=store.latest()) == progress  # the app's form: keys indexed once, one read
 
 
 def test_a_version_1_file_the_new_rules_refuse_is_left_as_it_was(audit):
@@ -291,6 +294,7 @@ def _spoil_row(audit, column, value):
 
 @pytest.mark.parametrize(("column", "value", "expected"), [
     ("point", "three", "decision id 1 has point 'three'; expected a non-negative integer"),
+    ("image_id", b"face_0000", "expected text"), ("point", b"3", "has point"),
     ("point", 2.5, "has point '2.5'"), ("point", -1, "has point '-1'"), ("x", "left", "has x 'left'"),
     ("decision", "maybe", "has decision 'maybe'"), ("x", float("inf"), "has x 'inf'"),
 ])
