@@ -15,9 +15,12 @@ costs less). Prints a table and, last, one line of key=value pairs.
   Accept all proposals) and on Next, each the median over `--repeats` clicks with the caches warm.
 - browser (`--browser`, instead of AppTest): the app served as `streamlit run` serves it and driven in Chromium
   (Playwright, the system's /usr/bin/chromium) through a scripted review of `--decisions` items: on the Review
-  page, click Accept (Accept all proposals on a whole face) and time until the next item is ready: the URL names
-  it, the panel shows its title and Streamlit no longer shows the script as running. Then every decision is
-  checked in reviews.sqlite.
+  page, from a fresh reviews.sqlite, click Accept (Accept all proposals on a whole face) and time, by the page's
+  clock, from the click event to the next item ready: the URL names it, the panel shows its title, Streamlit no
+  longer shows the script as running, and the panel's charts have drawn (their last change, once they have been
+  still for QUIET_MS). The time the driver sees is printed beside it: it adds Playwright's own work before the
+  click (scrolling, waiting for the button to hold still) and the quiet wait. Then every decision is checked in
+  reviews.sqlite.
 - report (`--report`, instead of the app): `auditor report AUDIT -o report.html` run as a user runs it (a new
   process, imports included), with the default 24 worst faces; the manifest is pointed at sample_data/faces first,
   so that the thumbnails are cut from real images.
@@ -41,6 +44,7 @@ import pandas as pd
 
 from auditor.audit_dir import load_audit
 from auditor.geometry import apply_affine
+from auditor.review import REVIEWS
 from auditor.triage import FACE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,8 +54,9 @@ SIDE = 17  # the store's window side at R = 64
 ISSUE_TYPES = np.array(["gross_error", "off_contour", "swapped_sides", "low_confidence"])
 
 
-def build_audit(out: Path, faces: int, *, seed: int = 0) -> Path:
-    """Write a synthetic audit of `faces` faces into `out` (a new folder); returns it."""
+def build_audit(out: Path, faces: int, *, seed: int = 0, swaps: bool = True) -> Path:
+    """Write a synthetic audit of `faces` faces into `out` (a new folder); returns it. Without `swaps` no point is
+    `swapped_sides`, so that every item of the queue is one point."""
     rng = np.random.default_rng(seed)
     sample = load_audit(SAMPLE)
     s_points, s_images = sample.points.sort_values(["face", "point"]), sample.images.sort_values("face")
@@ -63,7 +68,8 @@ def build_audit(out: Path, faces: int, *, seed: int = 0) -> Path:
     image_ids = np.array([f"face_{i:05d}" for i in range(faces)], dtype=object)
     score = rng.random(n) ** 3
     issue = score < 0.09**3  # 9 % of the points, as in sample_data/audit
-    issue_type = np.where(issue, rng.choice(ISSUE_TYPES, n), np.where(rng.random(n) < 0.4, "contour_slide", ""))
+    kinds = ISSUE_TYPES if swaps else ISSUE_TYPES[ISSUE_TYPES != "swapped_sides"]
+    issue_type = np.where(issue, rng.choice(kinds, n), np.where(rng.random(n) < 0.4, "contour_slide", ""))
     points = pd.DataFrame({
         "image_id": np.repeat(image_ids, k), "face": np.repeat(np.arange(faces, dtype=np.int32), k),
         "point": np.tile(np.arange(k, dtype=np.int16), faces),
@@ -156,8 +162,20 @@ def use_sample_images(audit_dir: Path) -> None:
 
 
 # the next item is ready: the URL has moved on from `before` and names an item, the panel's title names that item,
-# and Streamlit's script is not running (no running icon, no element left stale by the last run)
-_READY_JS = """(before) => {
+# Streamlit's script is not running (no running icon, no element left stale by the last run), and the panel's charts
+# are drawn (no change inside a plotly chart or a component for QUIET_MS); the time returned is the later of the
+# moment the rest held and the charts' last change, in milliseconds since the click, by the page's clock
+QUIET_MS = 150
+_CLICK_JS = """window.addEventListener('click', () => {
+  window.__clickAt = performance.now();
+  window.__shownAt = null;
+}, true);
+new MutationObserver((changes) => {
+  if (changes.some(m => (m.target.nodeType === 1 ? m.target : m.target.parentElement)?.closest(
+        '[data-testid="stPlotlyChart"], [data-testid="stCustomComponentV1"], [data-testid="stImage"]')))
+    window.__chartAt = performance.now();
+}).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});"""
+_READY_JS = """([before, quiet]) => {
   if (location.href === before) return false;
   const url = new URL(location.href);
   const image = url.searchParams.get("image"), point = url.searchParams.get("point");
@@ -166,8 +184,12 @@ _READY_JS = """(before) => {
                              + '[data-stale="true"]'))
     return false;
   const title = point === "face" ? `${image}, the whole face` : `${image}, point ${point} `;
-  return [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')].some(
-    el => el.innerText.startsWith(title));
+  if (![...document.querySelectorAll('[data-testid="stMarkdownContainer"]')].some(el => el.innerText.startsWith(title)))
+    return false;
+  const now = performance.now();
+  window.__shownAt ??= now;
+  const drawn = Math.max(window.__chartAt ?? 0, window.__shownAt);
+  return now - drawn >= quiet && drawn - window.__clickAt;
 }"""
 
 
@@ -193,15 +215,18 @@ def measure_browser(audit_dir: Path, decisions: int) -> dict[str, float]:
     from app.serve import CHROMIUM, CHROMIUM_ARGS, serving
 
     use_sample_images(audit_dir)
+    for stale in audit_dir.glob(f"{REVIEWS}*"):  # every run reviews from a fresh store
+        stale.unlink()
 
     def current(url: str) -> tuple[str, str]:
         query = parse_qs(urlparse(url).query)
         return query["image"][0], query["point"][0]
 
-    timings, decided = [], []
+    timings, in_page, decided = [], [], []
     with (serving(audit_dir, startup_s=120) as url, sync_playwright() as playwright):
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1950})
+        page.add_init_script(_CLICK_JS)
         page.set_default_timeout(120_000)
         t = time.perf_counter()
         page.goto(url)
@@ -216,15 +241,16 @@ def measure_browser(audit_dir: Path, decisions: int) -> dict[str, float]:
             button = page.locator(f'.st-key-{key}:not([data-stale="true"]) button').first
             t = time.perf_counter()
             button.click()
-            page.wait_for_function(_READY_JS, arg=before)
+            in_page.append(page.wait_for_function(_READY_JS, arg=[before, QUIET_MS]).json_value() / 1000)
             timings.append(time.perf_counter() - t)
             decided.append(item)
         browser.close()
     with sqlite3.connect(audit_dir / "reviews.sqlite") as con:
         rows = con.execute("SELECT image_id, point FROM decisions WHERE decision = 'accept'").fetchall()
     stored = {(image, str(point)) for image, point in rows} | {(image, "face") for image, _ in rows}
-    return {"browser_review_s": review_s, "browser_next_ms": median_ms(timings),
-            "browser_next_p90_ms": 1000 * float(np.quantile(timings, 0.9)), "decisions": len(decided),
+    return {"browser_review_s": review_s, "browser_next_ms": median_ms(in_page),
+            "browser_next_p90_ms": 1000 * float(np.quantile(in_page, 0.9)), "driver_next_ms": median_ms(timings),
+            "decisions": len(decided),
             "stored": int(all(item in stored for item in decided))}
 
 
@@ -246,14 +272,18 @@ def main() -> None:
     mode.add_argument("--report", action="store_true", help="measure `auditor report` instead of the app")
     mode.add_argument("--browser", action="store_true", help="a scripted review in Chromium instead of AppTest")
     parser.add_argument("--decisions", type=int, default=50, help="decisions of the scripted browser review")
+    parser.add_argument("--items", choices=("faces", "points"), default="faces",
+                        help="the queue's items: whole faces (most faces of the synthetic audit have a point with "
+                             "swapped sides, which makes the face one item) or single points (no swapped sides: the "
+                             "point panel, with its zoom and heatmaps)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="app-speed-")) if args.workdir is None else args.workdir
-    audit_dir = work / f"audit-{args.faces}"
+    audit_dir = work / (f"audit-{args.faces}" + ("-points" if args.items == "points" else ""))
     try:
         t = time.perf_counter()
         if not (audit_dir / "manifest.json").is_file():
             shutil.rmtree(audit_dir, ignore_errors=True)
-            build_audit(audit_dir, args.faces)
+            build_audit(audit_dir, args.faces, swaps=args.items == "faces")
         build_s = time.perf_counter() - t
         if args.report:
             result = measure_report(audit_dir, work / "report.html")
@@ -272,14 +302,16 @@ def main() -> None:
         print(f"report_mb={result['report_mb']:.2f} report_s={result['report_s']:.2f} faces={args.faces}")
         return
     if args.browser:
-        print(f"scripted review in Chromium: {args.faces:,} faces x 68 points, {result['decisions']} decisions, "
+        print(f"scripted review in Chromium: {args.faces:,} faces x 68 points, {result['decisions']} decisions on "
+              f"{'whole faces' if args.items == 'faces' else 'single points'}, "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
         print(f"{'open the Review page (first item ready)':42} {result['browser_review_s']:>8.2f} s {'':>8}")
         print(f"{'decision -> next item ready (median)':42} {result['browser_next_ms']:>7.0f} ms {'<= 300 ms':>8}")
         print(f"{'decision -> next item ready (90th pct)':42} {result['browser_next_p90_ms']:>7.0f} ms {'':>8}")
+        print(f"{'  the same from the driver (median)':42} {result['driver_next_ms']:>7.0f} ms {'':>8}")
         print(f"{'every decision stored':42} {'yes' if result['stored'] else 'NO':>10}")
         print(" ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
-              + f" faces={args.faces}")
+              + f" faces={args.faces} items={args.items}")
         return
     print(f"app speed: {args.faces:,} faces x 68 points, W = {SIDE}, built in {build_s:.1f} s, "
           f"{result['queue_rows']:,} points in the review queue, load average {os.getloadavg()[0]:.2f}")
