@@ -82,7 +82,7 @@ def face_figure(face: pd.DataFrame, selected: int, *, image_uri: str | None, ima
               "mode": "markers", "name": "selected", "hoverinfo": "skip",
               "marker": {"symbol": "circle-open", "size": 18, "color": SELECTED_COLOUR, "line": {"width": 3}}}]
     layout = {**_image_axes(view), "height": height, "margin": {"l": 0, "r": 0, "t": 10, "b": 0},
-              "legend": {"orientation": "h", "y": -0.02, "yanchor": "top"}, "paper_bgcolor": "rgba(0,0,0,0)",
+              "legend": {"orientation": "h", "y": -0.07, "yanchor": "top"}, "paper_bgcolor": "rgba(0,0,0,0)",
               "plot_bgcolor": "rgba(0,0,0,0)"}
     return go.Figure(data=data, layout=layout)
 

@@ -56,6 +56,7 @@ def review_a_point(page) -> None:
     zoom.click(position={"x": round(CLICK_AT[0] * box["width"]), "y": round(CLICK_AT[1] * box["height"])})
     expect(page.get_by_text("placed at")).not_to_have_text(before)
     page.mouse.move(0, 0)
+    page.get_by_text("3-D surfaces").click()  # off by default
     page.locator(".js-plotly-plot").nth(2).wait_for()  # the face, the heatmap and its surface
 
 
