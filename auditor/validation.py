@@ -12,10 +12,10 @@ from pathlib import Path
 from auditor.errors import InputError
 
 
-def _allowed(hint: object) -> tuple[type, ...]:
+def allowed_types(hint: object) -> tuple[type, ...]:
     """The plain types a field's hint admits: `float | None` -> (float, NoneType)."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return tuple(t for arg in typing.get_args(hint) for t in _allowed(arg))
+        return tuple(t for arg in typing.get_args(hint) for t in allowed_types(arg))
     return (hint,) if isinstance(hint, type) else (typing.get_origin(hint) or object,)
 
 
@@ -41,7 +41,7 @@ def dataclass_from_json(cls: type, data: object, *, source: str | Path | None, f
     for key, value in data.items():
         if not isinstance(key, str) or key not in known:
             raise InputError(f"unknown field {str(key)[:40]!r}", path=source, field=field)
-        allowed = _allowed(hints[key])
+        allowed = allowed_types(hints[key])
         if not _fits(value, allowed):
             names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
             got = f"{value!r}" if isinstance(value, float) else type(value).__name__

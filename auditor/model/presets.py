@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from auditor.errors import InputError
-from auditor.validation import _allowed, dataclass_from_json
+from auditor.validation import allowed_types, dataclass_from_json
 
 ROUND_TARGETS = ("proposed", "searched")
 
@@ -131,7 +131,7 @@ def get_preset(name: str, **overrides: object) -> Config:
     for key, value in overrides.items():
         if key not in fields:
             raise InputError(f"unknown config field '{key}': expected one of {', '.join(fields)}")
-        allowed = _allowed(hints[key])
+        allowed = allowed_types(hints[key])
         kind = next(t for t in allowed if t is not type(None))
         values[key] = _convert(key, value, kind, optional=type(None) in allowed)
     return dataclasses.replace(base, **values)
