@@ -98,8 +98,16 @@ def placed_at(page) -> tuple[float, float]:
     return float(match[1]), float(match[2])
 
 
+def wait_idle(page) -> None:
+    """Wait for Streamlit's run to end: an element comes before the run's last ones, and a key pressed while the run
+    goes on is lost."""
+    sync_api.expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning")
+
+
 def wait_placed(page, xy: tuple[float, float]) -> None:
+    """Wait for the placed point to show `xy` and the run that drew it to end."""
     sync_api.expect(page.get_by_text(PLACED)).to_have_text(f"placed at ({xy[0]:.2f}, {xy[1]:.2f})")
+    wait_idle(page)
 
 
 def zoom_position(audit: Path, image_id: str, point: int, uv: tuple[int, int], shown: tuple[int, int]) -> tuple:
@@ -160,6 +168,7 @@ def place_and_edit_a_point(page, audit: Path) -> tuple[str, int, tuple[float, fl
     # the click left the keyboard's focus in the zoom's iframe, whose keys Streamlit does not hear: a click beside it
     # gives the focus back to the page. A key pressed while the last one is still being handled is lost: one at a time.
     page.get_by_text(PLACED).click()
+    wait_idle(page)
     for step in (1, 2):
         page.keyboard.press("ArrowRight")
         wait_placed(page, (clicked[0] + step, clicked[1]))
