@@ -328,13 +328,19 @@ def _face_image(view: AuditView, image_id: str, face: pd.DataFrame) -> tuple[str
     return str(path), uri, size, (-0.5, -0.5, size[0] - 0.5, size[1] - 0.5)
 
 
+def _kept_widget(widget, key: str, kept: str, default: object, *args, **kwargs) -> object:
+    """Draw `widget(*args, key=key, **kwargs)` and return its value, kept under `kept` too: Streamlit drops a
+    widget's state on a run that does not draw it (another page, a whole face), and the kept value seeds it again."""
+    if key not in st.session_state:
+        st.session_state[key] = st.session_state.get(kept, default)
+    st.session_state[kept] = value = widget(*args, key=key, **kwargs)
+    return value
+
+
 def zoom_level_ui() -> int:
     """Draw the zoom level's choice; returns it. It stays from one item to the next, and across pages."""
-    if ZOOM not in st.session_state:  # the widget's state goes with the page; the level is kept beside it
-        st.session_state[ZOOM] = st.session_state.get(ZOOM_LEVEL, DEFAULT_ZOOM)
-    level = st.radio("Zoom", ZOOMS, key=ZOOM, horizontal=True, format_func=lambda z: f"{z}×")
-    st.session_state[ZOOM_LEVEL] = level
-    return level
+    return _kept_widget(st.radio, ZOOM, ZOOM_LEVEL, DEFAULT_ZOOM, "Zoom", ZOOMS, horizontal=True,
+                        format_func=lambda z: f"{z}×")
 
 
 def _place(item: tuple[str, int]) -> None:
@@ -411,12 +417,9 @@ def heatmap_ui(view: AuditView, item: tuple[str, int], row: pd.Series) -> None:
              for prefix, _, _ in (*figures.POINT_SETS, figures.BROAD_SEARCH)}
     st.plotly_chart(figures.heatmap_figure(window, origin, marks, anisotropy=_float(row, "anisotropy"),
                                            angle=_float(row, "angle")), key="heatmap")
-    if SURFACES not in st.session_state:  # as the zoom: the widget's state goes with the page, the choice stays
-        st.session_state[SURFACES] = st.session_state.get(SURFACES_ON, False)
-    st.session_state[SURFACES_ON] = st.toggle(
-        "3-D surfaces", key=SURFACES, help="The window and the ideal Gaussian as surfaces. A browser without "
-        "graphics acceleration takes about 0.4 s more to draw each item with them")
-    if st.session_state[SURFACES_ON]:
+    if _kept_widget(st.toggle, SURFACES, SURFACES_ON, False, "3-D surfaces", help="The window and the ideal "
+                    "Gaussian as surfaces. A browser without graphics acceleration takes about 0.4 s more to draw "
+                    "each item with them"):
         peak = float(window.max()) if window.size and window.max() > 0 else 1.0
         ideal = figures.ideal_window(window.shape[-1], tuple(marks["human"] - origin), view.sigma, peak)
         st.plotly_chart(figures.surface_figure(window, ideal, origin, sigma=view.sigma), key="surface")
