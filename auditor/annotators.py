@@ -4,7 +4,8 @@ an audit's tables; the maths is `auditor.consensus`'s (docs/audit_format.md list
 
 The label sets of one subject (a person in an image, `Dataset.subjects`) are the audit's faces that share its
 `subject`. The annotators' labels go in as observations; the model's prediction and the semantic search's position,
-each the median over the subject's label sets, as two further witnesses. A subject's normaliser is the mean of its label
+each the median over the subject's label sets, as two further witnesses, and the labels' own shape as a third
+(`auditor.consensus.SHAPE`). A subject's normaliser is the mean of its label
 sets' normalisers, its scale (for the sigmas) the mean of their sqrt(face area).
 """
 
@@ -208,6 +209,7 @@ def audit_annotators(points: pd.DataFrame, images: pd.DataFrame, scheme: Landmar
     several = bool(times.max() > 1)
     tolerances = _annotator_tolerances(subjects, consensus, scheme, searched) if several else searched
     block["iterations"] = consensus.iterations
+    block["witnesses"] = list(consensus.witness_spread)
     return AnnotatorAudit(table, tolerances, {"annotators": block,
                                               "tolerances": {"source": "annotators" if several else "searched"}})
 

@@ -2,23 +2,25 @@
 and each point's tolerance (COCO-style per-keypoint sigmas).
 
 An EM over o = y + R(b n + e) with a broad gross-error component, leave-one-out agreements, witnesses of zero
-bias and weak priors for sparse annotators; docs/method.md ("Several annotators: the model") writes it out.
+bias (the caller's, and the labels' own shape: each point's conditional mean given the face's other consensus
+points) and weak priors for sparse annotators; docs/method.md ("Several annotators: the model") writes it out.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from auditor.schemes import LandmarkScheme
-from auditor.shape_model import MAD_TO_SIGMA
+from auditor.shape_model import MAD_TO_SIGMA, conditional_residuals
 
 _WEIGHT_FLOOR = 1e-6  # least responsibility in the weights: a point whose observers all look gross keeps a mean
 _INITIAL_GROSS_RATE = 0.05
+SHAPE = "shape"  # the witness made of the labels' own shape (ConsensusConfig.shape_rounds)
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,9 @@ class ConsensusConfig:
     min_spread: float = 1e-4
     min_gross_rate: float = 1e-4  # never 0: an annotator who made no gross error may still make one
     max_gross_rate: float = 0.5  # the Gaussian stays the majority component
+    # times the EM is run again with the labels' shape as one more witness (`shape_witness` of the last consensus);
+    # 0: never. Two passes were chosen on a development set (docs/method.md); it needs at least 3 subjects
+    shape_rounds: int = 2
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ class Consensus:
     gross_rate: np.ndarray  # (A,)
     witness_spread: dict[str, np.ndarray]  # name -> (G, 2) s.d. along / across, normaliser units
     witness_gross_rate: dict[str, float]
-    iterations: int
+    iterations: int  # EM iterations, summed over the passes (ConsensusConfig.shape_rounds)
 
 
 def local_frames(xy: np.ndarray, scheme: LandmarkScheme) -> np.ndarray:
@@ -178,14 +183,45 @@ def _log_shrunk_spread(excess: np.ndarray, resp: np.ndarray, spread: np.ndarray,
     return np.sqrt(np.maximum(np.exp(u), config.min_spread**2))
 
 
+def shape_witness(xy: np.ndarray, normaliser: np.ndarray) -> np.ndarray:
+    """(S, K, 2) px each point's conditional mean given the subject's other points of positions xy (S, K, 2) px,
+    under the cross-fitted Gaussian shape model of the other subjects (`conditional_residuals`); NaN where xy is."""
+    residual = conditional_residuals(xy, normaliser)  # (S, K, 2) NME units
+    return xy - residual * normaliser[:, None, None]
+
+
 def estimate_consensus(xy: np.ndarray, subject: np.ndarray, annotator: Sequence[str], scheme: LandmarkScheme,
                        normaliser: np.ndarray, *, witnesses: dict[str, np.ndarray] | None = None,
                        config: ConsensusConfig | None = None) -> Consensus:
     """The consensus of label sets xy (M, K, 2) px of subjects `subject` (M,) in [0, S) by `annotator` (M,), with
     each subject's normaliser (S,) px and optional witnesses name -> (S, K, 2) px (NaN where absent), by EM over
-    the model of the module docstring."""
+    the model of the module docstring.
+
+    With `config.shape_rounds` > 0, 3 subjects or more and a subject labelled more than once, the EM runs again that
+    many times with one more witness, SHAPE: each point's conditional mean given its subject's other points of the
+    previous consensus (`shape_witness`). A point's shape witness does not use the point's own labels, and the
+    consensus it is made from has the annotators' biases removed; where the faces' shapes say little the EM finds its
+    spread large. With one label set per subject the result is the first EM's (the audit's shape evidence is then the
+    scoring's)."""
     config = config or ConsensusConfig()
     xy, subject, names, normaliser, witnesses = _checked(xy, subject, annotator, scheme, normaliser, witnesses or {})
+    if SHAPE in witnesses and config.shape_rounds > 0:
+        raise ValueError(f"witnesses: '{SHAPE}' is the labels' own shape witness (ConsensusConfig.shape_rounds); "
+                         "name yours otherwise or set shape_rounds=0")
+    consensus = _estimate(xy, subject, names, scheme, normaliser, witnesses, config)
+    if len(normaliser) < 3 or np.bincount(subject).max() < 2:  # no shape model to speak of; one label set a subject
+        return consensus
+    iterations = consensus.iterations
+    for _ in range(config.shape_rounds):
+        shaped = witnesses | {SHAPE: shape_witness(consensus.xy, normaliser)}
+        consensus = _estimate(xy, subject, names, scheme, normaliser, shaped, config)
+        iterations += consensus.iterations
+    return replace(consensus, iterations=iterations)
+
+
+def _estimate(xy: np.ndarray, subject: np.ndarray, names: list[str], scheme: LandmarkScheme, normaliser: np.ndarray,
+              witnesses: dict[str, np.ndarray], config: ConsensusConfig) -> Consensus:
+    """`estimate_consensus`'s EM on checked inputs (`_checked`), the witnesses as given."""
     annotators, who = np.unique(np.array(names, dtype=str), return_inverse=True)
     s, k = len(normaliser), scheme.num_points
     num_a, num_w = len(annotators), len(witnesses)

@@ -77,7 +77,7 @@ def test_consensus_columns_and_one_consensus_per_subject(team):
                                agreement.to_numpy().reshape(len(ds), -1).mean(1), rtol=1e-12)
     block = manifest["annotators"]
     assert block["count"] == TEAM and block["subjects"] == FACES and block["labelled_k_times"] == {"3": FACES}
-    assert block["witnesses"] == ["model", "search"] and block["iterations"] >= 1
+    assert block["witnesses"] == ["model", "search", "shape"] and block["iterations"] >= 1
 
 
 def test_a_planted_gross_error_gets_low_agreement_and_stays_out_of_the_consensus(team):

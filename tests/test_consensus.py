@@ -10,6 +10,7 @@ import pytest
 from scipy.stats import multivariate_normal, rankdata, spearmanr
 
 from auditor.consensus import (
+    SHAPE,
     ConsensusConfig,
     annotator_departures,
     annotator_table,
@@ -22,6 +23,7 @@ from auditor.consensus import (
 )
 from auditor.geometry import face_box
 from auditor.io import read_dataset
+from auditor.noise import AnnotatorConfig, draw_annotators
 from auditor.schemes import get_scheme
 
 TRUTH = Path(__file__).resolve().parents[1] / "sample_data" / "truth"
@@ -215,7 +217,10 @@ def test_anisotropic_spread_recovered_per_axis(anisotropic, scheme):
     np.testing.assert_allclose(table.loc[list(NAMES), "spread_along_jaw"], spread[:, 0, 0])
     np.testing.assert_allclose(table.loc[list(NAMES), "spread_across_eyes"], spread[:, 3, 1])
     jaw = np.array(scheme.groups) == "jaw"
-    assert np.all(c.variance[:, jaw, 0] > c.variance[:, jaw, 1])
+    # the annotators alone place a jaw point less surely along the jaw than across it (the labels' shape, a
+    # further witness by default, is about as sure both ways)
+    alone = estimate_consensus(p.xy, p.subject, p.names, scheme, p.normaliser, config=ConsensusConfig(shape_rounds=0))
+    assert np.all(alone.variance[:, jaw, 0] > alone.variance[:, jaw, 1])
     tol = point_tolerances(p.xy, p.subject, c, scheme, p.scale, normaliser=p.normaliser).groupby("group")
     assert tol["spread_along"].median()["jaw"] > 1.5 * tol["spread_across"].median()["jaw"]
     assert tol["spread_along"].median()["eyes"] < tol["spread_across"].median()["eyes"]
@@ -261,7 +266,7 @@ def test_consensus_and_agreements_match_a_naive_reference(shapes, scheme):
     the labels' precisions times their agreements, its variance that posterior's along / across the frame, and
     each agreement the leave-one-out posterior probability of the Gaussian against the gross density."""
     p = plant(shapes[:20], 3, anisotropic=True)
-    config = ConsensusConfig(iterations=300, tolerance=1e-9)
+    config = ConsensusConfig(iterations=300, tolerance=1e-9, shape_rounds=0)  # the reference knows no shape witness
     c = estimate_consensus(p.xy, p.subject, p.names, scheme, p.normaliser, config=config)
     frames = local_frames(c.xy, scheme)
     group = [scheme.group_names.index(g) for g in scheme.groups]
@@ -332,6 +337,45 @@ def test_precise_witnesses_lower_the_error(shapes, scheme):
     best = helped.spread[helped.annotators.index(NAMES[0])]
     assert np.all(helped.witness_spread["searched"] < best)
     assert 0 < helped.witness_gross_rate["searched"] < 0.02
+
+
+def test_the_labels_shape_as_a_witness(shapes, scheme):
+    """With `draw_annotators`' team (careless clicks along a contour as wide as a small gross error), the labels' own
+    shape as a further witness brings the consensus nearer the truth and ranks the gross errors better."""
+    truth = shapes[:150]
+    labels, face, names, _, noise = draw_annotators(truth, scheme, [f"f{i}" for i in range(150)],
+                                                    np.random.default_rng(7), AnnotatorConfig())
+    gross = np.zeros(labels.shape[:2], dtype=bool)
+    row = {f"{name}/f{f}": m for m, (name, f) in enumerate(zip(names, face, strict=True))}
+    for label_set, point in noise[["image_id", "point"]].itertuples(index=False):
+        gross[row[label_set], point] = True
+    norm = scheme.normaliser(truth)
+    alone = estimate_consensus(labels, face, names, scheme, norm, config=ConsensusConfig(shape_rounds=0))
+    shaped = estimate_consensus(labels, face, names, scheme, norm)
+    assert list(alone.witness_spread) == [] and list(shaped.witness_spread) == [SHAPE]
+    assert nme(shaped.xy, truth, norm) < 0.8 * nme(alone.xy, truth, norm)
+    judged = np.isfinite(shaped.agreement)
+    assert (auroc(1 - shaped.agreement[judged], gross[judged])
+            > auroc(1 - alone.agreement[judged], gross[judged]) + 0.005)
+    assert shaped.iterations > alone.iterations  # summed over the passes
+    with pytest.raises(ValueError, match="shape"):
+        estimate_consensus(labels, face, names, scheme, norm, witnesses={SHAPE: shaped.xy})
+    mine = estimate_consensus(labels, face, names, scheme, norm, witnesses={SHAPE: shaped.xy},
+                              config=ConsensusConfig(shape_rounds=0, iterations=5))
+    assert list(mine.witness_spread) == [SHAPE]
+
+
+def test_no_shape_witness_with_one_label_set_per_subject(shapes, scheme):
+    p = plant(shapes[:40], 6, per_subject=1)
+    config = ConsensusConfig(iterations=20)
+    model = p.truth + np.random.default_rng(2).normal(0, 0.01, p.truth.shape) * p.normaliser[:, None, None]
+    default = estimate_consensus(p.xy, p.subject, p.names, scheme, p.normaliser, witnesses={"model": model},
+                                 config=config)
+    without = estimate_consensus(p.xy, p.subject, p.names, scheme, p.normaliser, witnesses={"model": model},
+                                 config=ConsensusConfig(iterations=20, shape_rounds=0))
+    np.testing.assert_array_equal(default.xy, without.xy)
+    np.testing.assert_array_equal(default.agreement, without.agreement)
+    assert list(default.witness_spread) == ["model"]
 
 
 def test_sparse_annotator_is_shrunk_towards_the_others(shapes, scheme):
