@@ -36,7 +36,7 @@ class ConsensusConfig:
     min_gross_rate: float = 1e-4  # never 0: an annotator who made no gross error may still make one
     max_gross_rate: float = 0.5  # the Gaussian stays the majority component
     # times the EM is run again with the labels' shape as one more witness (`shape_witness` of the last consensus);
-    # 0: never. Two passes were chosen on a development set (docs/method.md); it needs at least 3 subjects
+    # 0: never. Two passes: chosen on a development set (CHANGELOG.md, 2026-12-08); it needs 3 subjects or more
     shape_rounds: int = 2
 
 
