@@ -5,8 +5,8 @@ an audit's tables; the maths is `auditor.consensus`'s (docs/audit_format.md list
 The label sets of one subject (a person in an image, `Dataset.subjects`) are the audit's faces that share its
 `subject`. The annotators' labels go in as observations; the model's prediction and the semantic search's position,
 each the median over the subject's label sets, as two further witnesses, and the labels' own shape as a third
-(`auditor.consensus.SHAPE`). A subject's normaliser is the mean of its label
-sets' normalisers, its scale (for the sigmas) the mean of their sqrt(face area).
+(`auditor.consensus.SHAPE`). A subject's normaliser is the mean of its label sets' normalisers, its scale (for the
+sigmas) the mean of their sqrt(face area).
 """
 
 from __future__ import annotations
