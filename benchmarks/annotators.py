@@ -52,13 +52,19 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def planted_frames(truth: np.ndarray, face: np.ndarray, scheme) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The frames `draw_annotators` planted in, per label set of faces `face` (M,): along (M, K, 2) and across
+    (M, K, 2) unit vectors at the truth (N, K, 2), and (M, K) whether along is a contour's tangent."""
+    along, on_contour = annotator_frames(truth, scheme)
+    along, on_contour = along[face], on_contour[face]
+    return along, np.stack([-along[..., 1], along[..., 0]], -1), on_contour
+
+
 def planted_tolerance(truth: np.ndarray, labels: np.ndarray, face: np.ndarray, gross: np.ndarray, scheme,
                       normaliser: np.ndarray) -> np.ndarray:
     """(K, 2) RMS deviation along / across of the labels (M, K, 2) from the truth (N, K, 2), gross errors (M, K)
     excluded, normaliser units (N,)."""
-    along, _ = annotator_frames(truth, scheme)
-    along = along[face]
-    across = np.stack([-along[..., 1], along[..., 0]], -1)
+    along, across, _ = planted_frames(truth, face, scheme)
     d = (labels - truth[face]) / normaliser[face, None, None]
     comp = np.stack([(d * along).sum(-1), (d * across).sum(-1)], -1)
     comp = np.where(gross[..., None], np.nan, comp)
@@ -72,9 +78,7 @@ def oracle_gross_score(truth: np.ndarray, labels: np.ndarray, face: np.ndarray, 
     against the same convolved with `draw_annotators`' gross displacement (uniform size in gross_range, uniform
     direction; ORACLE_DRAWS draws), and the annotator's gross rate."""
     norm = scheme.normaliser(truth)[face][:, None, None]
-    along, on_contour = annotator_frames(truth, scheme)
-    along, on_contour = along[face], on_contour[face]
-    across = np.stack([-along[..., 1], along[..., 0]], -1)
+    along, across, on_contour = planted_frames(truth, face, scheme)
     groups = scheme.group_names
     group_of = np.array([groups.index(g) for g in scheme.groups])
     table = planted.set_index("name").loc[names]
